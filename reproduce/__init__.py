@@ -1,0 +1,1 @@
+"""Datasets, solver, training, evaluation and the paper's tables (the `fcn` command)."""

@@ -1,0 +1,1 @@
+"""Read Caffe .caffemodel files without Caffe and map their blobs onto `nets`."""
