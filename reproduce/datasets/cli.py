@@ -1,0 +1,89 @@
+"""`fcn data`: fetch datasets and weights, and check that they are complete.
+
+The lead registers `data_group` as `fcn data` in reproduce/cli.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .download import FetchError
+from .fetch import fetch
+from .layout_check import check_names, check_source
+from .sources import NO_OFFICIAL_CHECKSUM, SOURCES, get_source, sources_as_json
+
+DEFAULT_DATA_ROOT = "data"
+
+data_root_option = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_ROOT,
+    envvar="FCN_DATA_ROOT", show_default=True,
+    help="Folder holding the datasets (each in <data-root>/<name>/) and weights/ (env FCN_DATA_ROOT).")
+
+
+def _data_root_arg(data_root: Path) -> str:
+    return "" if str(data_root) == DEFAULT_DATA_ROOT else f" --data-root {data_root}"
+
+
+def _known(name: str) -> None:
+    if name not in SOURCES:
+        raise click.BadParameter(f"unknown name {name!r}; `fcn data list` shows the known names",
+                                 param_hint="NAME")
+
+
+@click.group("data")
+def data_group() -> None:
+    """Datasets and weights: fetch them (checksummed, resumable) and check them."""
+
+
+@data_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON (what data/sources.json holds).")
+def list_command(as_json: bool) -> None:
+    """List every NAME `fetch` and `check` accept, with its destination and checksum status."""
+    if as_json:
+        click.echo(json.dumps(sources_as_json(), indent=2))
+        return
+    for source in SOURCES.values():
+        checksum = ", ".join(source.checksums) if source.checksums else NO_OFFICIAL_CHECKSUM
+        click.echo(f"{source.name:24} {source.kind:8} -> {source.dest}  [{checksum}]")
+        click.echo(f"{'':24} {source.description}")
+
+
+@data_group.command("fetch")
+@click.argument("name")
+@data_root_option
+@click.option("--mirror", metavar="URL", help="Download <URL>/<file name> instead of the official URL.")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use a local copy of the file instead of downloading (it is verified all the same).")
+@click.option("--force", is_flag=True, help="Fetch and install again even if already present.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Resume a broken-off transfer up to this many times.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Network timeout in seconds.")
+@click.option("--keep-download", is_flag=True, help="Keep the downloaded archive after extraction.")
+@click.option("--retry-wait", type=float, default=2.0, hidden=True)
+def fetch_command(name: str, data_root: Path, mirror: str | None, from_file: Path | None, force: bool,
+                  retries: int, timeout: float, keep_download: bool, retry_wait: float) -> None:
+    """Download NAME (a dataset, list or weight file; see `fcn data list`), verify its checksum and
+    install it under the data root; archives are extracted into <data-root>/<NAME>/."""
+    _known(name)
+    try:
+        fetch(get_source(name), data_root, mirror=mirror, from_file=from_file, force=force, retries=retries,
+              timeout=timeout, retry_wait=retry_wait, keep_download=keep_download)
+    except FetchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@data_group.command("check")
+@click.argument("names", nargs=-1, required=True)
+@data_root_option
+def check_command(names: tuple[str, ...], data_root: Path) -> None:
+    """Verify that NAMES (or `all`) are complete: layout, split counts, every listed file, checksums.
+    Exits with status 1 when anything is missing, naming the command that fetches it."""
+    selected = check_names() if names == ("all",) else list(names)
+    for name in selected:
+        _known(name)
+    reports = [check_source(name, data_root, data_root_arg=_data_root_arg(data_root)) for name in selected]
+    click.echo("\n".join(report.render() for report in reports))
+    if not all(report.ok for report in reports):
+        raise SystemExit(1)

@@ -1,0 +1,309 @@
+"""`fcn data check NAME`: is a fetched source complete? Says exactly what is missing and which
+command provides it.
+
+Counts checked (reference lists and papers): seg11valid 736; SBD train 8,498; NYUDv2 train 381 +
+val 414 = 795 trainval, test 654; SIFT Flow trainval 2,486 (the paper's 2,488 less the two
+unannotated images) and test 200; VOC2010 (PASCAL-Context) train 4,998, val 5,105.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checksums import file_digests, read_recorded_sha256
+from .errors import DatasetError
+from .locate import find_in
+from .nyud import nyud_split_ids
+from .nyud_labeled import load_class_mapping_40
+from .siftflow import SIFTFLOW_SUBDIR
+from .sources import SOURCES, Source, get_source
+from .split_lists import packaged_list, read_split
+
+__all__ = ["EXPECTED_COUNTS", "CheckReport", "check_source", "missing_files"]
+
+EXPECTED_COUNTS: dict[str, int] = {
+    "seg11valid": 736,
+    "sbd/train": 8498,
+    "nyud/train": 381,
+    "nyud/val": 414,
+    "nyud/test": 654,
+    "siftflow/trainval": 2486,
+    "siftflow/test": 200,
+    "voc2010/train": 4998,
+    "voc2010/val": 5105,
+}
+NYUD_LABELED_SHAPES = {"images": (1449, 3, 640, 480), "depths": (1449, 640, 480), "labels": (1449, 640, 480)}
+SHOW = 5  # missing paths listed per problem
+
+
+@dataclass
+class CheckReport:
+    """Outcome of checking one source: what is fine, what is wrong, and how to fix it."""
+
+    name: str
+    location: Path | None = None
+    good: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)  # commands that provide what is missing
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fix(self, command: str) -> None:
+        if command not in self.fixes:
+            self.fixes.append(command)
+
+    def render(self) -> str:
+        lines = [f"{self.name}: {self.location if self.location else 'not found'}"]
+        lines += [f"  ok       {line}" for line in self.good]
+        lines += [f"  PROBLEM  {line}" for line in self.problems]
+        if self.ok:
+            lines.append(f"{self.name}: complete")
+        else:
+            lines.append(f"{self.name}: INCOMPLETE; to fix run: " + " ; ".join(self.fixes))
+        return "\n".join(lines)
+
+
+def missing_files(folder: Path, ids: list[str], templates: tuple[str, ...]) -> list[str]:
+    """Relative paths `template.format(id=...)` under `folder` that do not exist, in list order."""
+    return [rel for ident in ids for rel in (t.format(id=ident) for t in templates)
+            if not (folder / rel).exists()]
+
+
+def _summarise(paths: list[str], total: int, what: str) -> str:
+    shown = ", ".join(paths[:SHOW]) + (", ..." if len(paths) > SHOW else "")
+    return f"{len(paths)} of {total} {what} missing: {shown}"
+
+
+def _fetch_cmd(name: str, data_root_arg: str) -> str:
+    return f"fcn data fetch {name}{data_root_arg}"
+
+
+def _count(report: CheckReport, label: str, ids: list[str], expected: int | None, source: str) -> None:
+    if expected is None or len(ids) == expected:
+        report.good.append(f"{label}: {len(ids)} ids ({source})")
+    else:
+        report.problems.append(f"{label}: {len(ids)} ids, expected {expected} ({source})")
+
+
+def _ids_and_files(report: CheckReport, folder: Path, ids: list[str], templates: tuple[str, ...],
+                   what: str, fix: str) -> list[str]:
+    missing = missing_files(folder, ids, templates)
+    if missing:
+        report.problems.append(_summarise(missing, len(ids) * len(templates), what))
+        report.fix(fix)
+    else:
+        report.good.append(f"all {len(ids) * len(templates)} {what} present")
+    return missing
+
+
+def _locate(report: CheckReport, base: Path, layout: str, description: str, fix: str) -> Path | None:
+    folder = find_in(base, layout, ()) if base.exists() else None
+    if folder is None:
+        report.problems.append(f"no {description} under {base}")
+        report.fix(fix)
+    report.location = folder
+    return folder
+
+
+def _list_ids(report: CheckReport, path: Path, label: str, fix: str) -> list[str] | None:
+    try:
+        return read_split(path)
+    except DatasetError as exc:
+        report.problems.append(f"{label}: {exc}")
+        report.fix(fix)
+        return None
+
+
+def _check_voc(report: CheckReport, base: Path, fix: str, expected: dict[str, int]) -> None:
+    folder = _locate(report, base, "voc", "VOC devkit folder (JPEGImages, SegmentationClass, "
+                                          "ImageSets/Segmentation)", fix)
+    if folder is None:
+        return
+    own = folder / "ImageSets" / "Segmentation" / "seg11valid.txt"
+    list_path = own if own.is_file() else packaged_list("pascal/seg11valid.txt")
+    ids = read_split(list_path)
+    _count(report, "seg11valid", ids, expected.get("seg11valid"),
+           "devkit list" if own.is_file() else "fcn-repro's copy of the reference list")
+    _ids_and_files(report, folder, ids, ("JPEGImages/{id}.jpg", "SegmentationClass/{id}.png"),
+                   "seg11valid images and labels", fix)
+
+
+def _check_sbd(report: CheckReport, base: Path, fix: str, expected: dict[str, int]) -> None:
+    folder = _locate(report, base, "sbd", "SBD dataset folder (img/, cls/)", fix)
+    if folder is None:
+        return
+    ids = _list_ids(report, folder / "train.txt", "train.txt", fix)
+    if ids is None:
+        return
+    _count(report, "train.txt", ids, expected.get("sbd/train"), "SBD")
+    _ids_and_files(report, folder, ids, ("img/{id}.jpg", "cls/{id}.mat"), "train images and labels", fix)
+
+
+def _check_nyud(report: CheckReport, base: Path, fix: str, expected: dict[str, int]) -> None:
+    folder = _locate(report, base, "nyud", "prepared NYUDv2 folder (data/images, segmentation)", fix)
+    if folder is None:
+        return
+    all_ids: list[str] = []
+    for split in ("train", "val", "test"):
+        ids, list_path = nyud_split_ids(folder, split)
+        source = "archive list" if list_path.parent == folder else "fcn-repro's copy of the reference list"
+        _count(report, f"{split}.txt", ids, expected.get(f"nyud/{split}"), source)
+        all_ids += ids
+    _ids_and_files(report, folder, all_ids, ("data/images/img_{id}.png", "data/depth/img_{id}.png",
+                                              "segmentation/img_{id}.mat"), "colour, depth and label files", fix)
+    missing_hha = missing_files(folder, all_ids, ("data/hha/img_{id}.png",))
+    if missing_hha:
+        report.problems.append(_summarise(missing_hha, len(all_ids), "HHA images"))
+        report.fix(fix)
+        report.fix(f"or compute HHA from the depth: fcn data hha --depth-dir {folder / 'data' / 'depth'} "
+                   f"--out {folder / 'data' / 'hha'}")
+    else:
+        report.good.append(f"all {len(all_ids)} HHA images present")
+
+
+def _check_siftflow(report: CheckReport, base: Path, fix: str, expected: dict[str, int]) -> None:
+    folder = _locate(report, base, "siftflow", f"SIFT Flow folder (Images/{SIFTFLOW_SUBDIR})", fix)
+    if folder is None:
+        return
+    all_ids: list[str] = []
+    for split in ("trainval", "test"):
+        own = folder / f"{split}.txt"
+        ids = read_split(own if own.is_file() else packaged_list(f"sift-flow/{split}.txt"))
+        _count(report, f"{split}.txt", ids, expected.get(f"siftflow/{split}"),
+               "archive list" if own.is_file() else "fcn-repro's copy of the reference list")
+        all_ids += ids
+    _ids_and_files(report, folder, all_ids, (f"Images/{SIFTFLOW_SUBDIR}/{{id}}.jpg",
+                                              f"SemanticLabels/{SIFTFLOW_SUBDIR}/{{id}}.mat",
+                                              f"GeoLabels/{SIFTFLOW_SUBDIR}/{{id}}.mat"),
+                   "images and label files", fix)
+
+
+def _voc2010_ids(report: CheckReport, folder: Path, fix: str, expected: dict[str, int]) -> list[str] | None:
+    all_ids: list[str] = []
+    for split in ("train", "val"):
+        ids = _list_ids(report, folder / "ImageSets" / "Main" / f"{split}.txt", f"ImageSets/Main/{split}.txt", fix)
+        if ids is None:
+            return None
+        _count(report, f"ImageSets/Main/{split}.txt", ids, expected.get(f"voc2010/{split}"), "VOC2010")
+        all_ids += ids
+    return all_ids
+
+
+def _check_voc2010(report: CheckReport, base: Path, fix: str, expected: dict[str, int]) -> None:
+    folder = _locate(report, base, "voc-main", "VOC devkit folder (JPEGImages, ImageSets/Main)", fix)
+    if folder is None:
+        return
+    ids = _voc2010_ids(report, folder, fix, expected)
+    if ids is not None:
+        _ids_and_files(report, folder, ids, ("JPEGImages/{id}.jpg",), "train+val images", fix)
+
+
+def _check_context(report: CheckReport, base: Path, fix: str, expected: dict[str, int],
+                   data_root: Path, data_root_arg: str) -> None:
+    folder = _locate(report, base, "pascal-context", "PASCAL-Context folder (trainval/)", fix)
+    if folder is None:
+        return
+    voc_fix = _fetch_cmd("voc2010", data_root_arg)
+    voc = find_in(data_root / "voc2010", "voc-main", ()) if (data_root / "voc2010").exists() else None
+    if voc is None:
+        report.problems.append(f"the VOC2010 images and split lists are needed too (not found under "
+                               f"{data_root / 'voc2010'})")
+        report.fix(voc_fix)
+        return
+    ids = _voc2010_ids(report, voc, voc_fix, expected)
+    if ids is not None:
+        _ids_and_files(report, folder, ids, ("trainval/{id}.mat",), "train+val LabelMap files", fix)
+
+
+def _check_single_file(report: CheckReport, source: Source, data_root: Path, fix: str) -> Path | None:
+    path = data_root / source.dest
+    report.location = path
+    if not path.is_file() or path.stat().st_size == 0:
+        report.problems.append(f"{path} is missing or empty")
+        report.fix(fix)
+        return None
+    report.good.append(f"{path.name}: {path.stat().st_size} bytes")
+    if source.checksums or read_recorded_sha256(data_root, source.filename):
+        digests = file_digests(path, label=path.name)
+        expected = dict(source.checksums)
+        recorded = read_recorded_sha256(data_root, source.filename)
+        if not expected and recorded:
+            expected = {"sha256": recorded}
+        bad = [algo for algo, value in expected.items() if digests[algo] != value.lower()]
+        if bad:
+            report.problems.append(f"{path.name}: {', '.join(bad)} does not match the expected checksum")
+            report.fix(f"{fix} --force")
+        else:
+            report.good.append(f"{path.name}: {', '.join(expected)} verified")
+    else:
+        report.good.append(f"{path.name}: not verified ({source.checksum_origin}; no recorded sha256)")
+    return path
+
+
+def _check_nyud_labeled(report: CheckReport, path: Path) -> None:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            for key, shape in NYUD_LABELED_SHAPES.items():
+                if key not in f:
+                    report.problems.append(f"{path.name}: no dataset {key!r}")
+                elif f[key].shape != shape:
+                    report.problems.append(f"{path.name}: {key} has shape {f[key].shape}, expected {shape}")
+                else:
+                    report.good.append(f"{key}: {shape}")
+    except OSError as exc:
+        report.problems.append(f"{path.name}: not a MATLAB v7.3 (HDF5) file ({exc})")
+
+
+def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
+                 expected: dict[str, int] | None = None) -> CheckReport:
+    """Check source `name` under `data_root`. `data_root_arg` is appended to suggested commands
+    (e.g. " --data-root /big/disk")."""
+    source = get_source(name)
+    data_root = Path(data_root)
+    expected = EXPECTED_COUNTS if expected is None else expected
+    report = CheckReport(name)
+    fix = _fetch_cmd(name, data_root_arg)
+    base = data_root / source.dest
+    if name in ("voc2011", "voc2012"):
+        _check_voc(report, base, fix, expected)
+    elif name == "sbd":
+        _check_sbd(report, base, fix, expected)
+    elif name == "nyud":
+        _check_nyud(report, base, fix, expected)
+    elif name == "siftflow":
+        _check_siftflow(report, base, fix, expected)
+    elif name == "voc2010":
+        _check_voc2010(report, base, fix, expected)
+    elif name == "pascal-context":
+        _check_context(report, base, fix, expected, data_root, data_root_arg)
+    elif name == "nyud-gupta":
+        report.location = base
+        if base.is_dir() and any(base.iterdir()):
+            report.good.append("extracted (contents not checked: their layout is not verified here)")
+        else:
+            report.problems.append(f"{base} is missing or empty")
+            report.fix(fix)
+    else:
+        path = _check_single_file(report, source, data_root, fix)
+        if path is not None and name == "voc2011-lists":
+            _count(report, "seg11valid.txt", read_split(path), expected.get("seg11valid"), "list")
+        elif path is not None and name == "nyud-labeled":
+            _check_nyud_labeled(report, path)
+        elif path is not None and name == "nyud-mapping40":
+            try:
+                load_class_mapping_40(path)
+                report.good.append("mapClass: 894 entries, values 0..40")
+            except DatasetError as exc:
+                report.problems.append(str(exc))
+                report.fix(f"{fix} --force")
+    if report.problems and not report.fixes:
+        report.fix(f"{fix} --force")
+    return report
+
+
+def check_names() -> list[str]:
+    """Every name `check` accepts."""
+    return list(SOURCES)
