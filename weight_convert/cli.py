@@ -1,8 +1,65 @@
-"""The `convert-caffe` command."""
+"""The ``convert-caffe`` command: .caffemodel -> PyTorch state dict (.pt), HDF5 (.h5) or .npz.
+
+Exit status: 0 on success; 2 for any error (unreadable or corrupted caffemodel, unknown --net,
+a shape that does not fit, a parameter left unfilled without --from). On error DST is not
+created (everything is written to a temporary file that is renamed onto DST at the end).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
 
+import nets
+from .convert import BASE_NETS, convert, describe_layers
+from .errors import CaffeFormatError, WeightMismatchError
+from .sources import open_source
+from .writers import SUFFIXES
 
-@click.command()
-def main() -> None:
-    """Convert a Caffe .caffemodel (placeholder until the converter lands)."""
-    raise click.ClickException("not implemented yet")
+
+class ConvertError(click.ClickException):
+    """A conversion error: printed as 'Error: ...', exit status 2."""
+
+    exit_code = 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dst", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--net", "net_name", type=click.Choice(nets.names()), default=None,
+              help="Target net: write its state dict (Caffe layer names), checking every shape. "
+                   "Without it, every blob is dumped as '<layer>/<index>'.")
+@click.option("--from", "from_name", type=click.Choice(list(BASE_NETS) + nets.names()), default=None,
+              help="What SRC holds (a net name, or vgg16 / alexnet): initialize --net from it as the "
+                   "reference does (fc6/fc7 surgery, fc8 dropped, new layers keep their init).")
+@click.option("--hha", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Late-fusion nets: the HHA FCN-32s (SRC is then the colour FCN-32s).")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Trunk width multiplier of --net (reduced-width nets for tests).")
+@click.option("--list", "list_layers", is_flag=True, help="Print SRC's layers, types and blob shapes.")
+def main(src: Path, dst: Path | None, net_name: str | None, from_name: str | None, hha: Path | None,
+         width: float, list_layers: bool) -> None:
+    """Convert the Caffe weights in SRC (.caffemodel, or a converted .pt) to DST (.pt, .h5 or .npz)."""
+    if dst is None and not list_layers:
+        raise click.UsageError("missing DST (or use --list)")
+    if dst is not None and dst.suffix.lower() not in SUFFIXES:
+        raise click.BadParameter(f"{dst}: the output format follows the suffix: {', '.join(SUFFIXES)}",
+                                 param_hint="DST")
+    try:
+        if list_layers:
+            source = open_source(src)
+            for line in describe_layers(source):
+                click.echo(line)
+            if dst is None:
+                return
+        result = convert(src, dst, net_name=net_name, from_name=from_name, width=width, hha=hha,
+                         on_report=lambda report: click.echo("\n".join(report.lines())))
+    except (CaffeFormatError, WeightMismatchError) as e:
+        raise ConvertError(str(e)) from None
+    except OSError as e:
+        raise ConvertError(f"{e.filename or src}: {e.strerror or e}") from None
+    click.echo(f"wrote {result.dst} ({len(result.entries)} arrays)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,193 @@
+"""`convert-caffe` through click's CliRunner: listing, dumps, --net / --from / --hha, bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import nets
+from weight_convert import read_caffemodel
+from weight_convert.cli import main
+
+try:
+    from tests import caffe_encoder as enc
+except ImportError:
+    import caffe_encoder as enc
+
+FIXTURES = Path(__file__).parent / "fixtures" / "caffemodels"
+V1_LENET = FIXTURES / "lenet_v1.caffemodel"
+W = "0.0625"
+
+
+def run(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def fcn_model(net_name: str, *, seed: int = 0, num_classes=None, skip=()) -> list:
+    rng = np.random.default_rng(seed)
+    net = nets.build(net_name, width=float(W), num_classes=num_classes)
+    layers: dict[str, list[np.ndarray]] = {}
+    for name, p in net.named_parameters():
+        if name.rpartition(".")[0] in skip:
+            continue
+        layers.setdefault(name.rpartition(".")[0], []).append(rng.standard_normal(tuple(p.shape)).astype(np.float32))
+    return [("data", "Data", [])] + [
+        (name, "Deconvolution" if name.startswith("upscore") else "Convolution", blobs)
+        for name, blobs in layers.items()]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    return {
+        "vgg16": enc.write_caffemodel(d / "vgg16.caffemodel", enc.vgg16_layers(float(W)), version=1),
+        "fcn8s": enc.write_caffemodel(d / "fcn8s.caffemodel", fcn_model("voc-fcn8s")),
+        "color": enc.write_caffemodel(d / "color.caffemodel", fcn_model("nyud-fcn32s-color", seed=1)),
+        "hha": enc.write_caffemodel(d / "hha.caffemodel", fcn_model("nyud-fcn32s-hha", seed=2)),
+    }
+
+
+def test_list_prints_layers_types_and_shapes():
+    result = run(V1_LENET, "--list")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["#", "layer", "type", "blobs"]
+    assert lines[2].split() == ["1", "conv1", "Convolution", "20x1x5x5,", "20"]
+    assert lines[6].split() == ["5", "ip1", "InnerProduct", "500x800,", "500"]
+    assert lines[9].split() == ["8", "loss", "SoftmaxWithLoss", "-"]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".pt"])
+def test_dump_every_blob_as_layer_slash_index(tmp_path, suffix):
+    dst = tmp_path / f"lenet{suffix}"
+    result = run(V1_LENET, dst)
+    assert result.exit_code == 0, result.output
+    expected = {f"{layer.name}/{i}": b for layer in read_caffemodel(V1_LENET) for i, b in enumerate(layer.blobs)}
+    if suffix == ".npz":
+        with np.load(dst) as f:
+            got = {k: f[k] for k in f.files}
+    elif suffix == ".h5":
+        with h5py.File(dst) as f:
+            got = {f"{layer}/{i}": f[layer][i][()] for layer in f for i in f[layer]}
+    else:
+        got = {k: v.numpy() for k, v in torch.load(dst, weights_only=True).items()}
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_net_strict_conversion_writes_the_state_dict(models, tmp_path):
+    dst = tmp_path / "fcn8s.pt"
+    result = run(models["fcn8s"], dst, "--net", "voc-fcn8s", "--width", W)
+    assert result.exit_code == 0, result.output
+    assert "matched  score_pool3" in result.output and "0 parameters missing" in result.output
+    net = nets.build("voc-fcn8s", width=float(W))
+    net.load_state_dict(torch.load(dst, weights_only=True), strict=True)
+    fcn8s = {layer.name: layer.blobs for layer in read_caffemodel(models["fcn8s"])}
+    np.testing.assert_array_equal(net.score_pool3.weight.detach().numpy(), fcn8s["score_pool3"][0])
+
+
+def test_unfilled_parameters_exit_2_and_write_nothing(models, tmp_path):
+    dst = tmp_path / "fcn32s.pt"
+    result = run(models["vgg16"], dst, "--net", "voc-fcn32s", "--width", W)
+    assert result.exit_code == 2
+    assert "missing  score_fr.weight" in result.output
+    assert "unfilled: score_fr.weight, score_fr.bias, upscore.weight" in result.output
+    assert not dst.exists() and not list(tmp_path.iterdir())
+
+
+def test_from_vgg16_transplants_and_reports(models, tmp_path):
+    dst = tmp_path / "fcn32s.h5"
+    result = run(models["vgg16"], dst, "--net", "voc-fcn32s", "--from", "vgg16", "--width", W)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "surgery  fc6.weight" in out and "(256, 1568) -> (256, 32, 7, 7)" in out
+    assert "dropped  fc8" in out and "missing  upscore.weight" in out
+    with h5py.File(dst) as f:
+        assert f["fc6.weight"].shape == (256, 32, 7, 7)
+        assert not f["score_fr.weight"][()].any()                  # zero init kept
+        fresh = nets.build("voc-fcn32s", width=float(W)).upscore.weight.detach().numpy()
+        np.testing.assert_array_equal(f["upscore.weight"][()], fresh)   # bilinear init kept
+
+
+def test_staged_conversion_from_a_converted_pt(models, tmp_path):
+    fcn32s = tmp_path / "fcn32s.pt"
+    assert run(models["vgg16"], fcn32s, "--net", "voc-fcn32s", "--from", "vgg16", "--width", W).exit_code == 0
+    fcn16s = tmp_path / "fcn16s.npz"
+    result = run(fcn32s, fcn16s, "--net", "voc-fcn16s", "--from", "voc-fcn32s", "--width", W)
+    assert result.exit_code == 0, result.output
+    assert "dropped  upscore " in result.output and "missing  score_pool4.weight" in result.output
+    with np.load(fcn16s) as f:
+        before = torch.load(fcn32s, weights_only=True)
+        np.testing.assert_array_equal(f["fc6.weight"], before["fc6.weight"].numpy())
+    # the source is checked against --from
+    result = run(fcn32s, tmp_path / "x.pt", "--net", "voc-fcn8s", "--from", "voc-fcn16s", "--width", W)
+    assert result.exit_code == 2 and "does not hold voc-fcn16s's weights" in result.output
+
+
+def test_color_d_and_late_fusion(models, tmp_path):
+    result = run(models["vgg16"], tmp_path / "cd.pt", "--net", "nyud-fcn32s-color-d", "--from", "vgg16", "--width", W)
+    assert result.exit_code == 0, result.output
+    assert "surgery  conv1_1_bgrd.weight" in result.output
+    assert torch.load(tmp_path / "cd.pt", weights_only=True)["conv1_1_bgrd.weight"].shape == (4, 4, 3, 3)
+
+    dst = tmp_path / "hha.pt"
+    result = run(models["color"], dst, "--net", "nyud-fcn32s-color-hha", "--from", "nyud-fcn32s-color",
+                 "--hha", models["hha"], "--width", W)
+    assert result.exit_code == 0, result.output
+    sd = torch.load(dst, weights_only=True)
+    hha = {layer.name: layer.blobs for layer in read_caffemodel(models["hha"])}
+    np.testing.assert_array_equal(sd["score_frhha.weight"].numpy(), hha["score_fr"][0])
+    result = run(models["color"], tmp_path / "y.pt", "--net", "nyud-fcn32s-color-hha", "--from",
+                 "nyud-fcn32s-color", "--width", W)
+    assert result.exit_code == 2 and "--hha" in result.output
+
+
+def test_truncated_file_exit_2_names_layer_and_offset_and_keeps_dst(models, tmp_path):
+    data = Path(models["vgg16"]).read_bytes()
+    bad = tmp_path / "cut.caffemodel"
+    fc6 = next(layer for layer in read_caffemodel(models["vgg16"]) if layer.name == "fc6")
+    bad.write_bytes(data[:fc6.offset + 1000])
+    dst = tmp_path / "out.pt"
+    dst.write_bytes(b"previous result")
+    result = run(bad, dst, "--net", "voc-fcn32s", "--from", "vgg16", "--width", W)
+    assert result.exit_code == 2
+    assert "layer 'fc6'" in result.output and "byte offset" in result.output and str(bad) in result.output
+    assert dst.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.caffemodel", "out.pt"]
+
+
+def test_shape_mismatch_exit_2_names_layer(tmp_path):
+    src = enc.write_caffemodel(tmp_path / "ctx.caffemodel",
+                               fcn_model("voc-fcn32s", num_classes=60, skip=("upscore",)))
+    result = run(src, tmp_path / "o.pt", "--net", "voc-fcn32s", "--width", W)
+    assert result.exit_code == 2 and "layer 'score_fr'" in result.output
+    assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--net", "voc-fcn64s"], "voc-fcn64s"),
+    (["--from", "resnet"], "resnet"),
+])
+def test_bad_options_exit_2(tmp_path, args, message):
+    result = run(V1_LENET, tmp_path / "o.pt", *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bad_destination_suffix_and_missing_dst(tmp_path):
+    result = run(V1_LENET, tmp_path / "o.caffemodel")
+    assert result.exit_code == 2 and ".pt, .h5, .npz" in result.output
+    assert run(V1_LENET).exit_code == 2
+
+
+def test_not_a_caffemodel_exit_2(tmp_path):
+    src = tmp_path / "notes.caffemodel"
+    src.write_text("this is not a caffemodel\n")
+    result = run(src, tmp_path / "o.npz")
+    assert result.exit_code == 2 and "not a Caffe .caffemodel" in result.output
+    assert not (tmp_path / "o.npz").exists()
