@@ -184,8 +184,14 @@ def lrn() -> nn.LocalResponseNorm:
 
 
 def dropout() -> nn.Dropout:
-    """Caffe `Dropout` (ratio 0.5, in place): scaled by 1/(1-p) at TRAIN, identity at TEST."""
-    return nn.Dropout(0.5, inplace=True)
+    """Caffe `Dropout` (ratio 0.5): scaled by 1/(1-p) at TRAIN, identity at TEST.
+
+    Caffe runs it in place; here it is out of place (same values, same masks, same random
+    numbers drawn), because the preceding in-place ReLU saves its output for the backward and
+    an in-place dropout would overwrite it (autograd then refuses to backpropagate). The blob
+    is fc6 / fc7's output, a few MB.
+    """
+    return nn.Dropout(0.5, inplace=False)
 
 
 # --------------------------------------------------------------------------------------------

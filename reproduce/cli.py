@@ -1,7 +1,11 @@
 """The `fcn` command: one click group; each sub-command lives in the module that does its work."""
 import click
 
+from reproduce.datasets.cli import data_group
+from reproduce.datasets.hha_cli import hha_command
+from reproduce.eval_cli import eval_command, figure_command, infer_command
 from reproduce.tables import tables_command
+from reproduce.train_cli import train_command
 from reproduce.upper_bound import upper_bound_command
 
 
@@ -12,3 +16,10 @@ def main() -> None:
 
 main.add_command(tables_command, "tables")
 main.add_command(upper_bound_command, "upper-bound")
+
+data_group.add_command(hha_command, "hha")
+main.add_command(data_group, "data")
+main.add_command(train_command, "train")
+main.add_command(eval_command, "eval")
+main.add_command(infer_command, "infer")
+main.add_command(figure_command, "figure")

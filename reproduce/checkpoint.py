@@ -1,0 +1,197 @@
+"""Weights on disk: training checkpoints (resume), final weights, and initialization from other weights.
+
+Training checkpoint, `<run>/snapshot/iter_<N>.pt` (a `torch.save` dict, tensors on the CPU):
+    format, version     "fcn-repro-checkpoint", 1
+    iteration           N: the number of solver updates applied
+    run                 what must match to resume (experiment, width, effective iter_size, seed, ...)
+    net                 the net's state dict
+    solver              `CaffeSGD.state_dict()`: iteration, momentum buffers by parameter name, settings
+    order               {"seed", "runtime", "position"}: the training order and how many indices
+                        of it were drawn; resuming redraws it from the seed and skips `position`
+    rng                 {"torch_cpu": [per rank], "torch_cuda": [per rank, list per device, or None]}
+    display_losses      the last <= 20 iteration losses (Caffe's `average_loss: 20` window)
+    elapsed_seconds     training wall time up to this checkpoint, summed over sessions
+Every file is written to a temporary name in the same folder, flushed to disk and moved into place
+with os.replace, so a checkpoint is either complete or absent.
+
+`<run>/final.pt` holds the net's state dict only (loadable with `net.load_state_dict`).
+
+Initialization (`load_init`): a `.caffemodel`, a converted `.pt` or our `final.pt` / checkpoint,
+copied by Caffe layer name through `weight_convert` (Caffe's `copy_from`, the reference's
+surgery); layers the file lacks keep the net's own initialization (score layers zero,
+deconvolutions bilinear) and are reported.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+FORMAT, VERSION = "fcn-repro-checkpoint", 1
+_SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing and reading
+# ---------------------------------------------------------------------------------------------
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` via a temporary file in the same folder, fsync and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def cpu_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The net's state dict as CPU tensors (copies, so later updates do not change them)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def snapshot_path(snapshot_dir: str | os.PathLike, iteration: int) -> Path:
+    """`<snapshot_dir>/iter_<iteration>.pt`."""
+    return Path(snapshot_dir) / f"iter_{int(iteration)}.pt"
+
+
+def list_snapshots(snapshot_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(iteration, path) of every `iter_<N>.pt` in `snapshot_dir`, oldest first."""
+    d = Path(snapshot_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _SNAPSHOT_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_snapshot(snapshot_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest iteration, or None."""
+    found = list_snapshots(snapshot_dir)
+    return found[-1][1] if found else None
+
+
+def prune_snapshots(snapshot_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints (keep <= 0: delete none); returns the deleted."""
+    if keep <= 0:
+        return []
+    old = [p for _, p in list_snapshots(snapshot_dir)[:-keep]]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint (onto the CPU); ValueError naming the file if it is not one."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an fcn-repro training checkpoint (no format {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')}, this code reads {VERSION}")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (CPU, and every CUDA device when CUDA is in use)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"torch_cpu": torch.get_rng_state(), "torch_cuda": cuda}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore `rng_state()`."""
+    torch.set_rng_state(state["torch_cpu"])
+    if state.get("torch_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# initialization from other weights
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class InitReport:
+    """What `load_init` did (from the converter's LoadReport).
+
+    loaded: net parameters that were filled; left_at_init: net parameters nothing was copied into
+    (they keep the net's own init: score layers zero, deconvolutions bilinear); unused: source
+    layers / blobs the net has no place for; surgery: "parameter: what was done" (fc6/fc7 flat
+    copies, color-D conv1_1_bgrd).
+    """
+
+    sources: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    left_at_init: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    surgery: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"init from {', '.join(self.sources)}: {len(self.loaded)} parameters loaded"]
+        if self.left_at_init:
+            lines.append(f"  left at their initialization: {', '.join(self.left_at_init)}")
+        if self.unused:
+            lines.append(f"  in the file(s) but not in the net: {', '.join(self.unused)}")
+        lines.extend(f"  surgery: {s}" for s in self.surgery)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": self.sources, "loaded": self.loaded, "left_at_init": self.left_at_init,
+                "unused": self.unused, "surgery": self.surgery}
+
+
+def load_init(net: nn.Module, paths: Sequence[str | os.PathLike]) -> InitReport:
+    """Initialize `net` from one weight file, or two for late fusion (color, then HHA), by Caffe
+    layer name and non-strictly, as the reference's solve.py (`copy_from`, `surgery.transplant`).
+
+    Files: a .caffemodel, a converted .pt state dict (`convert-caffe`, our `final.pt`) or an
+    fcn-repro training checkpoint (its weights). The copying is `weight_convert.load_caffemodel`
+    (one file) / `weight_convert.load_fusion` (two; suffixes "color" / "hha"), which raises
+    `WeightMismatchError` naming the layer when a same-named blob cannot be fitted.
+    Raises ValueError naming the file(s) when no parameter at all was filled.
+    """
+    from weight_convert import load_caffemodel, load_fusion
+
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"init weights {p} not found")
+    sources = [_weights_source(p) for p in paths]
+    if len(paths) == 1:
+        result = load_caffemodel(net, sources[0], strict=False)
+    elif len(paths) == 2:
+        result = load_fusion(net, sources[0], sources[1], strict=False)
+    else:
+        raise ValueError(f"init takes one weight file, or two for late fusion; got {len(paths)}")
+    report = InitReport(sources=[str(p) for p in paths], loaded=list(result.transfers),
+                        left_at_init=list(result.missing), unused=list(result.dropped),
+                        surgery=[f"{k}: {v}" for k, v in result.surgery.items()])
+    if not report.loaded:
+        raise ValueError(f"{', '.join(map(str, paths))}: no parameter of {getattr(net, 'caffe_name', 'the net')} "
+                         "matches by layer name; is it the right file?")
+    return report
+
+
+def _weights_source(path: Path):
+    """A path for the converter, or the net state dict inside an fcn-repro training checkpoint."""
+    if path.suffix == ".pt":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise ValueError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
+        if isinstance(state, dict) and state.get("format") == FORMAT:
+            return state["net"]
+    return path

@@ -1,0 +1,253 @@
+"""Run an experiment's trained net on image files: load weights, preprocess as the reference's data
+layers do, forward, argmax, and write the VOC-palette prediction and an input | prediction image.
+
+    net, _ = load_net(experiments.get("voc-fcn8s"), "final.pt")
+    infer_files(net, experiment, ["cat.jpg"], out_dir="out/")   # out/cat.png, out/cat_side.png
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+
+from reproduce.datasets import conventions
+from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
+from reproduce.datasets.nyud import log_depth
+from reproduce.experiments import Experiment
+from reproduce.palette import colorize, label_image
+
+# ---------------------------------------------------------------------------------------------
+# weights
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be loaded onto the experiment's net."""
+
+
+_STATE_KEYS = ("net", "state_dict", "model", "weights")
+_ITER_KEYS = ("iteration", "iter")
+
+
+def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> int | None:
+    """Load a weights file onto `net` (strictly: every parameter and buffer must match by name and
+    shape). Returns the training iteration the weights are from when the file tells (a checkpoint's
+    "iteration" entry or an `iter_<N>.pt` name), else None.
+
+    Accepted files: a `.caffemodel` (via `weight_convert.load_caffemodel(net, path, strict=True)`),
+    a `.pt` / `.pth` state dict, or a `.pt` checkpoint dict holding the state dict under "net",
+    "state_dict", "model" or "weights".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix == ".caffemodel":
+        from weight_convert import load_caffemodel  # the converter's entry point
+        load_caffemodel(net, path, strict=True)
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors come in many types
+        raise WeightsError(f"{path}: not a loadable PyTorch weights file ({type(exc).__name__}: {exc})") from None
+    state, iteration = _state_dict_of(obj, path)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: does not fit net {getattr(net, 'caffe_name', type(net).__name__)} "
+                           f"(built with the right --width?): {exc}") from None
+    if iteration is None:
+        m = re.fullmatch(r"iter_(\d+)\.pth?", path.name)
+        iteration = int(m.group(1)) if m else None
+    return iteration
+
+
+def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping[str, torch.Tensor], int | None]:
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: expected a state dict or checkpoint dict, got {type(obj).__name__}")
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None
+    for key in _STATE_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            iteration = next((int(obj[k]) for k in _ITER_KEYS if isinstance(obj.get(k), int)), None)
+            return inner, iteration
+    raise WeightsError(f"{path}: no state dict found (top-level keys: {sorted(map(str, obj))[:10]})")
+
+
+def load_net(experiment: Experiment, weights: str | os.PathLike, *, width: float = 1.0,
+             device: str | torch.device = "cpu") -> tuple[torch.nn.Module, int | None]:
+    """Build the experiment's net at `width`, load `weights`, move it to `device`, set eval mode.
+    Returns (net, iteration of the weights or None)."""
+    net = experiment.build_net(width=width)
+    iteration = load_weights(net, weights)
+    return net.to(device).eval(), iteration
+
+
+@contextlib.contextmanager
+def progress_bar(items: Iterable, label: str, *, show: bool = True, length: int | None = None) -> Iterator[Iterable]:
+    """`click.progressbar` on stderr when `show`, else the items as they are."""
+    if not show:
+        yield items
+        return
+    with click.progressbar(items, label=label, length=length, file=sys.stderr) as bar:
+        yield bar
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda if available else cpu; anything else as torch.device (clear error if unusable)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing (as the reference's data layers)
+
+
+def input_mean(experiment: Experiment, key: str) -> np.ndarray:
+    """The mean the reference subtracts from input `key` of this experiment's dataset."""
+    if experiment.dataset == "voc":
+        # voc-fcn8s/infer.py's digits of the ILSVRC mean (net.py's training layers round them).
+        return conventions.VOC_MEAN_BGR_INFER
+    if experiment.dataset == "pascalcontext":
+        return conventions.PASCALCONTEXT_MEAN_BGR
+    if experiment.dataset == "siftflow":
+        return conventions.SIFTFLOW_MEAN_BGR
+    return {"color": conventions.NYUD_MEAN_BGR, "hha": conventions.NYUD_MEAN_HHA,
+            "depth": conventions.NYUD_MEAN_LOG_DEPTH}[key]
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as H x W x 3 uint8 RGB (greyscale / RGBA / palette converted to RGB)."""
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable image ({exc})") from None
+
+
+def preprocess(experiment: Experiment, paths: Mapping[str, str | os.PathLike]) -> dict[str, np.ndarray]:
+    """A dataset-style sample {input key: float32 C x H x W} from one file per `experiment.inputs`
+    key: RGB images become BGR minus mean, HHA images HHA minus mean, depth PNGs log(depth) - 7.844."""
+    sample: dict[str, np.ndarray] = {}
+    for key in experiment.inputs:
+        if key not in paths:
+            raise ValueError(f"{experiment.name} needs a {key!r} input file")
+        path = Path(paths[key])
+        if key == "hha":
+            sample[key] = caffe_hha(path, input_mean(experiment, key))
+        elif key == "depth":
+            sample[key] = log_depth(load_depth_png(path), path)
+        else:
+            sample[key] = bgr_from_rgb(read_rgb(path), input_mean(experiment, key))
+    shapes = {k: v.shape[1:] for k, v in sample.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"input files of one sample differ in size (H, W): "
+                         f"{ {k: (str(paths[k]), v) for k, v in shapes.items()} }")
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+
+@torch.inference_mode()
+def predict(net: torch.nn.Module, experiment: Experiment, sample: Mapping[str, Any], *,
+            device: str | torch.device = "cpu") -> list[np.ndarray]:
+    """Argmax over classes of each head's score for one sample: uint8 H x W arrays, in
+    `experiment.labels` order (semantic then geometric for SIFT Flow)."""
+    inputs = [t.to(device) for t in experiment.net_inputs(sample)]
+    scores = experiment.net_scores(net(*inputs))
+    return [s[0].argmax(0).to(torch.uint8).cpu().numpy() for s in scores]
+
+
+# ---------------------------------------------------------------------------------------------
+# images out
+
+
+def side_by_side(images: Sequence[Image.Image], *, gap: int = 4, background=(255, 255, 255)) -> Image.Image:
+    """Images pasted left to right (top-aligned) on one RGB canvas with `gap` pixels between."""
+    if not images:
+        raise ValueError("side_by_side needs at least one image")
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    height = max(im.height for im in images)
+    canvas = Image.new("RGB", (width, height), background)
+    x = 0
+    for im in images:
+        canvas.paste(im.convert("RGB"), (x, 0))
+        x += im.width + gap
+    return canvas
+
+
+def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Save `image` as PNG at `path` via a temp file in the same folder and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike], *,
+                     device: str | torch.device = "cpu", progress: bool = False) -> list[np.ndarray]:
+    """The first head's argmax (uint8 H x W) for each image file, for single-input experiments."""
+    if len(experiment.inputs) != 1:
+        raise ValueError(f"{experiment.name} needs inputs {experiment.inputs}; give them to `fcn infer`")
+    out = []
+    with progress_bar(images, f"predict {experiment.name}", show=progress) as bar:
+        for path in bar:
+            out.append(predict(net, experiment, preprocess(experiment, {experiment.inputs[0]: path}),
+                               device=device)[0])
+    return out
+
+
+def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike],
+                out_dir: str | os.PathLike, *, extra: Mapping[str, Sequence[str | os.PathLike]] | None = None,
+                device: str | torch.device = "cpu", progress: bool = True) -> list[Path]:
+    """Predict every image and write, per image stem S, into out_dir:
+    S.png (the argmax as a VOC-palette PNG; SIFT Flow: S_sem.png and S_geo.png) and
+    S_side.png (input | prediction(s), RGB). `images` feed the experiment's first input; `extra`
+    gives the files of its other inputs (e.g. {"hha": [...]}) in the same order.
+    Returns the paths written."""
+    extra = dict(extra or {})
+    first, others = experiment.inputs[0], experiment.inputs[1:]
+    for key in others:
+        if len(extra.get(key, ())) != len(images):
+            raise ValueError(f"{experiment.name} needs one {key} file per image "
+                                   f"({len(images)} images, {len(extra.get(key, ()))} {key} files)")
+    stems = [Path(p).stem for p in images]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise ValueError(f"images share file names {dupes}; their outputs would overwrite each other")
+    out_dir = Path(out_dir)
+    suffixes = [""] if len(experiment.labels) == 1 else [f"_{k}" for k in experiment.labels]
+    written: list[Path] = []
+    with progress_bar(range(len(images)), "infer", show=progress) as bar:
+        for i in bar:
+            paths = {first: images[i], **{k: extra[k][i] for k in others}}
+            sample = preprocess(experiment, paths)
+            preds = predict(net, experiment, sample, device=device)
+            panels = [Image.fromarray(read_rgb(images[i]))]
+            for suffix, pred in zip(suffixes, preds):
+                written.append(save_png_atomic(label_image(pred), out_dir / f"{stems[i]}{suffix}.png"))
+                panels.append(colorize(pred))
+            written.append(save_png_atomic(side_by_side(panels), out_dir / f"{stems[i]}_side.png"))
+    return written

@@ -1,0 +1,527 @@
+"""Train one experiment the way the reference's `solve.py` + Caffe's `Solver::Step` do.
+
+One iteration (Caffe's `Step`, with the reference's Python data layer):
+  1. clear the gradients;
+  2. for each of `iter_size` images: draw the next index of the seeded training order (sampling
+     with replacement, `reproduce.datasets.order.train_order`), forward the image at its native
+     size (batch 1), add up `SoftmaxWithLoss` over the net's heads and backpropagate; the
+     gradients add up in `.grad`;
+  3. apply Caffe's SGD update (`reproduce.solver.CaffeSGD`).
+Every `test_interval` iterations (solve.py's `solver.step(N)` then `score.seg_tests`) the net is
+scored on the validation split with `reproduce.evaluate.evaluate`; every `snapshot` iterations a
+checkpoint is written; the run ends at `max_iter` with `final.pt` and `metrics.json`.
+
+The run directory describes itself:
+    run.json        experiment config, overrides, init report, git commit, package versions, device,
+                    command line of every session (start and resumes)
+    log.csv         iteration, loss, lr, seconds every `display` iterations. `iteration` is Caffe's
+                    (0-based: the iteration whose forward produced the loss), `loss` Caffe's display
+                    loss (mean of the last `average_loss` = 20 iteration losses, each the sum over
+                    the heads averaged over iter_size images), `lr` the rate of that update,
+                    `seconds` training wall time since the run started (over all sessions)
+    log.jsonl       the same rows ({"kind": "train"}), test passes ({"kind": "test"}) and events
+    test_log.csv    iteration, loss, pixel_acc, mean_acc, mean_iu, fw_iu, seconds of each test pass
+    test/iter_<N>.json  each test pass's full result; metrics.json: the final one
+    snapshot/iter_<N>.pt  checkpoints (see reproduce.checkpoint); final.pt: the net's weights
+
+Resume (the default): the newest checkpoint is loaded and the run continues; a run interrupted
+and resumed ends with bitwise the weights of an uninterrupted one on the CPU. Dropout masks are
+drawn from torch's RNG re-seeded for every image from (seed, position of the image in the
+training order), so they do not depend on where a run was interrupted or on how many processes
+share the images (reproduce.distributed). Caffe's own masks cannot be reproduced in PyTorch.
+
+On CUDA, TF32 is switched off (`use_exact_cuda_math`): convolutions and matmuls run in full
+float32 as Caffe's do. Images are decoded one background thread ahead of the computation; the
+order is fixed in advance, so this changes nothing but the speed.
+
+Choices that differ from the reference's run, none of which changes the training arithmetic:
+checkpoints are also written at test intervals when the reference sets no `snapshot` (SIFT Flow)
+and at `max_iter`; only the newest `keep_snapshots` checkpoints are kept (Caffe keeps all); the
+final test pass always runs at `max_iter` (PASCAL-Context's solve.py loop would run past it).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections import deque
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from reproduce import checkpoint, distributed
+from reproduce.loss import softmax_with_loss
+from reproduce.solver import CaffeSGD
+
+DISPLAY = 20  # every reference solver.prototxt: display: 20
+AVERAGE_LOSS = 20  # every reference solver.prototxt: average_loss: 20
+ORDER_RUNTIME = "python2"  # the draws the reference's layers made (see reproduce.datasets.order)
+TRAIN_FIELDS = ("iteration", "loss", "lr", "seconds")
+TEST_FIELDS = ("iteration", "loss", "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "seconds")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before applying that update."""
+
+
+def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.PathLike | Sequence | None,
+          device: str | torch.device = "cpu", max_iter: int | None = None, out_dir: str | os.PathLike,
+          resume: bool = True, width: float = 1.0, test_interval: int | None = None,
+          snapshot: int | None = None, display: int = DISPLAY, keep_snapshots: int = 2,
+          progress: bool = True, train_dataset=None, val_dataset=None,
+          command: Sequence[str] | None = None) -> Path:
+    """Train `experiment` (a name or `reproduce.experiments.Experiment`) into `out_dir`; return it.
+
+    data_root: the dataset root given to `reproduce.datasets.open_dataset` (unused for a dataset
+        passed as `train_dataset` / `val_dataset`, as tests do).
+    init: weight file(s) to start from (see `reproduce.checkpoint.load_init`); None keeps the net's
+        own initialization. Ignored when resuming.
+    max_iter, test_interval, snapshot: override the experiment's values.
+    width: trunk width multiplier (nets.build); anything but 1.0 is not the paper's net (tests only).
+    display: log every `display` iterations (Caffe's display). keep_snapshots: newest checkpoints
+        kept (0 = all). resume: continue from the newest checkpoint in `out_dir/snapshot`; with
+        resume=False an `out_dir` holding checkpoints is an error.
+    Raises NonFiniteLossError (the message names the iteration and image) if the loss is not finite.
+    """
+    if isinstance(experiment, str):
+        from reproduce import experiments
+        experiment = experiments.get(experiment)
+    exp = experiment
+    ctx = distributed.init_from_env(device)
+    dev = ctx.device
+    if dev.type == "cuda":
+        use_exact_cuda_math()
+    max_iter = int(max_iter or exp.max_iter)
+    test_interval = int(test_interval or exp.test_interval)
+    snapshot = int(snapshot or exp.snapshot or test_interval)
+    out = Path(out_dir)
+    snap_dir = out / "snapshot"
+    log = RunLog(out) if ctx.is_main else None
+    plan = distributed.StepPlan.make(exp.iter_size, ctx.world_size, ctx.rank)
+    if ctx.is_main and not plan.faithful:
+        warnings.warn(f"{exp.name}: iter_size {exp.iter_size} cannot be split over {ctx.world_size} processes; "
+                      f"training with an effective iter_size of {plan.effective} (not the reference's solver)")
+
+    # -- net, solver, data ----------------------------------------------------------------------
+    torch.manual_seed(exp.seed)  # the random init of layers no weight file covers (tests); same on every rank
+    net = exp.build_net(width=width).to(dev)
+    solver = CaffeSGD(net, base_lr=exp.base_lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
+                      iter_size=plan.effective, lr_policy=exp.lr_policy, max_iter=max_iter,
+                      gamma=getattr(exp, "gamma", None), power=getattr(exp, "power", None),
+                      stepsize=getattr(exp, "stepsize", None), stepvalues=getattr(exp, "stepvalues", ()))
+    train_ds = train_dataset if train_dataset is not None else _open(exp, data_root, "train")
+    val_ds = None  # opened up front on the main process, so that missing val data fails before training
+    if ctx.is_main:
+        val_ds = val_dataset if val_dataset is not None else _open(exp, data_root, "val")
+    run_key = {"experiment": exp.name, "width": float(width), "effective_iter_size": plan.effective,
+               "seed": exp.seed, "order_runtime": ORDER_RUNTIME, "num_train_images": len(train_ds),
+               "loss_normalize": bool(exp.loss_normalize)}
+
+    # -- start or resume --------------------------------------------------------------------------
+    latest = checkpoint.latest_snapshot(snap_dir)
+    if latest is not None and not resume:
+        raise FileExistsError(f"{out} already holds checkpoints ({latest.name}); resume, or use another --out")
+    losses: deque[float] = deque(maxlen=AVERAGE_LOSS)
+    elapsed, last_good = 0.0, None
+    if latest is not None:
+        state = checkpoint.load_checkpoint(latest)
+        _check_resumable(latest, state, run_key)
+        net.load_state_dict(state["net"])
+        solver.load_state_dict(state["solver"])
+        # Dropout is re-seeded per image anyway; the saved states matter to nothing else drawing from torch.
+        saved_rank = min(ctx.rank, len(state["rng"]["torch_cpu"]) - 1)
+        checkpoint.set_rng_state({k: v[saved_rank] for k, v in state["rng"].items()})
+        losses.extend(state["display_losses"])
+        elapsed, last_good = float(state["elapsed_seconds"]), latest
+        if log:
+            log.truncate_after(solver.iteration)
+            log.event("resume", solver.iteration, checkpoint=str(latest))
+            _update_run_json(out, command)
+    else:
+        report = _init_weights(net, exp, init)
+        if log:
+            log.reset()
+            _write_run_json(out, exp, ctx, plan, report, command=command, overrides={
+                "max_iter": max_iter, "test_interval": test_interval, "snapshot": snapshot, "width": width,
+                "display": display, "keep_snapshots": keep_snapshots}, init=init, data_root=data_root)
+            log.event("start", 0, init=report.summary() if report else None)
+            if report:
+                print(report.summary(), file=sys.stderr)
+    distributed.barrier(ctx)
+
+    model = distributed.wrap(net, ctx)
+    order = _skip(_train_order(len(train_ds), exp.seed), solver.iteration * plan.effective)
+    images = _read_ahead(_my_images(order, plan, solver.iteration, max_iter), lambda item: train_ds[item[2]])
+    session_start = time.monotonic() - elapsed
+    seconds = lambda: time.monotonic() - session_start  # noqa: E731 - training time over all sessions
+    metrics = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    net.train()
+    with images, _progress(ctx.is_main and progress, max_iter, solver.iteration, exp.name) as bar:
+        while solver.iteration < max_iter:
+            it = solver.iteration
+            solver.zero_grad()
+            loss_sum, bad = 0.0, None
+            for k in range(plan.local):
+                (_, position, index), sample = next(images)
+                inputs = [t.to(dev) for t in exp.net_inputs(sample)]
+                labels = [t.to(dev) for t in exp.net_labels(sample)]
+                torch.manual_seed(dropout_seed(exp.seed, position))
+                # DDP all-reduces the gradients on the last backward of the iteration only.
+                with model.no_sync() if ctx.enabled and k < plan.local - 1 else nullcontext():
+                    scores = exp.net_scores(model(*inputs))
+                    loss = sum(softmax_with_loss(s, y, normalize=exp.loss_normalize) for s, y in zip(scores, labels))
+                    value = float(loss.item())
+                    if not math.isfinite(value):
+                        bad = bad or f"image {train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
+                        if not ctx.enabled:  # one process: stop now; several: finish the collective step
+                            break
+                    loss.backward()
+                loss_sum += value
+            total, n_bad = distributed.all_sum([loss_sum, float(bad is not None)], ctx)
+            if n_bad:
+                where = [b for b in distributed.gather_objects(bad, ctx) if b]
+                message = (f"{exp.name}: non-finite loss at iteration {it}, {'; '.join(where)}. "
+                           f"Stopped before applying this update; the last good checkpoint is "
+                           f"{last_good or 'none (no snapshot written yet)'}")
+                if log:
+                    log.event("error", it, message=message)
+                raise NonFiniteLossError(message)
+            losses.append(total / plan.effective)  # Caffe: loss /= iter_size
+            lr = solver.step()
+            if log and it % display == 0:
+                log.train(iteration=it, loss=sum(losses) / len(losses), lr=lr, seconds=seconds())
+            bar.update(1, f"loss {sum(losses) / len(losses):.4g}")
+
+            done = solver.iteration
+            if done % test_interval == 0 or done == max_iter:
+                if ctx.is_main:
+                    metrics = _test_pass(net, exp, val_ds, dev, progress, done)
+                    log.test(done, metrics, seconds())
+                distributed.barrier(ctx)
+            if done % snapshot == 0 or done == max_iter:
+                rngs = distributed.gather_objects(checkpoint.rng_state(), ctx)
+                if ctx.is_main:
+                    last_good = checkpoint.save_atomic({
+                        "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "iteration": done,
+                        "run": run_key, "net": checkpoint.cpu_state_dict(net), "solver": solver.state_dict(),
+                        "order": {"seed": exp.seed, "runtime": ORDER_RUNTIME, "position": done * plan.effective},
+                        "rng": {"torch_cpu": [r["torch_cpu"] for r in rngs],
+                                "torch_cuda": [r["torch_cuda"] for r in rngs]},
+                        "display_losses": list(losses), "elapsed_seconds": seconds(),
+                    }, checkpoint.snapshot_path(snap_dir, done))
+                    checkpoint.prune_snapshots(snap_dir, keep_snapshots)
+                distributed.barrier(ctx)
+
+    # -- the end: final weights and metrics -------------------------------------------------------
+    if ctx.is_main:
+        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(net), out / "final.pt")
+        if metrics is None and not (out / "metrics.json").exists():
+            metrics = _test_pass(net, exp, val_ds, dev, progress, solver.iteration)
+            log.test(solver.iteration, metrics, seconds())
+        if metrics is not None:
+            from reproduce.metrics import write_json_atomic
+            record = dict(metrics)
+            record["iteration"] = solver.iteration
+            record["weights"] = str(final)
+            write_json_atomic(out / "metrics.json", record)
+        log.event("done", solver.iteration, final=str(final))
+    distributed.barrier(ctx)
+    distributed.shutdown(ctx)
+    return out
+
+
+def dropout_seed(seed: int, position: int) -> int:
+    """The torch seed set before the forward of the image at `position` of the training order."""
+    return (int(seed) << 32) + int(position)
+
+
+def use_exact_cuda_math() -> None:
+    """Keep CUDA matmuls and convolutions in full float32 (no TF32), like Caffe's cuBLAS/cuDNN calls."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers of train()
+# ---------------------------------------------------------------------------------------------
+def _open(exp, root, which: str):
+    if root is None:
+        raise ValueError(f"{exp.name}: no data root given for its {which} data (pass --data-root)")
+    return exp.open_split(root, which)
+
+
+def _train_order(n: int, seed: int) -> Iterator[int]:
+    from reproduce.datasets.order import train_order
+    return train_order(n, seed, runtime=ORDER_RUNTIME)
+
+
+def _my_images(order: Iterator[int], plan: distributed.StepPlan, start: int, stop: int):
+    """(iteration, order position, dataset index) of every image this process takes in iterations
+    start .. stop-1: each iteration draws `plan.effective` indices and keeps this rank's share."""
+    for it in range(start, stop):
+        drawn = [next(order) for _ in range(plan.effective)]
+        yield from ((it, pos, idx) for pos, idx in zip(plan.positions(it), drawn[plan.rank::plan.world_size]))
+
+
+class _read_ahead:
+    """Iterate `(item, load(item))` over `items` while one background thread loads the next
+    `depth` items (image decoding overlaps the forward/backward). Errors raised by `load` come out
+    of `next()` for the item that raised them, as without read-ahead. Use as a context manager."""
+
+    def __init__(self, items, load, depth: int = 3) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        self.items, self.load, self.depth = iter(items), load, depth
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="fcn-data")
+        self.pending: deque = deque()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+    def __next__(self):
+        while len(self.pending) <= self.depth:
+            item = next(self.items, None)
+            if item is None:
+                break
+            self.pending.append((item, self.pool.submit(self.load, item)))
+        if not self.pending:
+            raise StopIteration
+        item, future = self.pending.popleft()
+        return item, future.result()
+
+
+def _skip(order: Iterator[int], count: int) -> Iterator[int]:
+    """`order` after drawing and dropping `count` indices (the position a checkpoint recorded)."""
+    for _ in range(count):
+        next(order)
+    return order
+
+
+def _check_resumable(path: Path, state: dict, run_key: dict) -> None:
+    """The checkpoint must come from the same training problem. The number of processes may change
+    as long as the effective iter_size does not (images and dropout masks follow order positions)."""
+    saved = state.get("run", {})
+    diff = {k: (saved.get(k), v) for k, v in run_key.items() if saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{path}: cannot resume, the run's settings differ ({detail}); use another --out")
+
+
+def _init_weights(net, exp, init) -> checkpoint.InitReport | None:
+    if init is None or (isinstance(init, (list, tuple)) and not init):
+        return None
+    paths = [init] if isinstance(init, (str, os.PathLike)) else list(init)
+    if len(paths) > 1 and len(getattr(net, "streams", ())) != len(paths):
+        raise ValueError(f"{exp.name}: {len(paths)} init files given, but the net has no "
+                         f"{len(paths)} streams to put them in")
+    return checkpoint.load_init(net, paths)
+
+
+def _test_pass(net, exp, dataset, device, progress: bool, iteration: int) -> dict:
+    """Score the net on the validation split (TEST phase: dropout off), then back to TRAIN."""
+    from reproduce.evaluate import evaluate
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            return evaluate(net, exp, dataset, device=device, progress=progress, iteration=iteration)
+    finally:
+        net.train(was_training)
+
+
+class _NoBar:
+    def update(self, n: int, current_item: Any = None) -> None:
+        pass
+
+
+def _progress(show: bool, max_iter: int, start: int, label: str):
+    if not show:
+        return nullcontext(_NoBar())
+    import click
+    bar = click.progressbar(length=max_iter, label=label, file=sys.stderr, show_pos=True,
+                            item_show_func=lambda item: item)
+    bar.pos = start  # a resumed run starts part way
+    return bar
+
+
+# ---------------------------------------------------------------------------------------------
+# the run directory: logs and run.json
+# ---------------------------------------------------------------------------------------------
+class RunLog:
+    """log.jsonl (the record of everything), log.csv and test_log.csv (the same rows as tables).
+
+    Rows are appended and flushed one at a time; on resume the files are rewritten atomically
+    without the rows past the checkpoint (a torn last line of an interrupted run is dropped).
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.jsonl, self.csv, self.test_csv = (self.out / n for n in ("log.jsonl", "log.csv", "test_log.csv"))
+
+    def reset(self) -> None:
+        self._rewrite([])
+
+    def train(self, *, iteration: int, loss: float, lr: float, seconds: float) -> None:
+        row = {"iteration": iteration, "loss": loss, "lr": lr, "seconds": round(seconds, 3)}
+        self._append(self.jsonl, json.dumps({"kind": "train", **row}) + "\n")
+        self._append(self.csv, _csv_line(row, TRAIN_FIELDS))
+
+    def test(self, iteration: int, metrics: dict, seconds: float) -> None:
+        from reproduce.metrics import write_json_atomic
+        write_json_atomic(self.out / "test" / f"iter_{iteration}.json", {**metrics, "iteration": iteration})
+        scores = metrics.get("scores", {})
+        row = {"iteration": iteration, "loss": metrics.get("loss"), **{k: scores.get(k) for k in TEST_FIELDS[2:6]},
+               "seconds": round(seconds, 3)}
+        record = {"kind": "test", **row}
+        if "scores_geo" in metrics:
+            record["scores_geo"] = metrics["scores_geo"]
+        self._append(self.jsonl, json.dumps(_finite_or_none(record)) + "\n")
+        self._append(self.test_csv, _csv_line(row, TEST_FIELDS))
+
+    def event(self, kind: str, iteration: int, **fields) -> None:
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._append(self.jsonl, json.dumps({"kind": kind, "iteration": iteration, "time": when, **fields}) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        out = []
+        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption
+        return out
+
+    def truncate_after(self, iteration: int) -> None:
+        """Keep what a run stopped at checkpoint `iteration` had logged: train rows of iterations
+        before it, test passes up to it, and every event."""
+        keep = [r for r in self.records()
+                if (r.get("kind") == "train" and r["iteration"] < iteration)
+                or (r.get("kind") == "test" and r["iteration"] <= iteration)
+                or r.get("kind") not in ("train", "test")]
+        self._rewrite(keep)
+
+    def _rewrite(self, records: list[dict]) -> None:
+        from reproduce.metrics import write_text_atomic
+        train_rows = [r for r in records if r.get("kind") == "train"]
+        test_rows = [r for r in records if r.get("kind") == "test"]
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(self.csv, _csv_line(None, TRAIN_FIELDS) + "".join(_csv_line(r, TRAIN_FIELDS) for r in train_rows))
+        write_text_atomic(self.test_csv, _csv_line(None, TEST_FIELDS) + "".join(_csv_line(r, TEST_FIELDS) for r in test_rows))
+
+    @staticmethod
+    def _append(path: Path, text: str) -> None:
+        with open(path, "a", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """NaN / infinity -> None, recursively (JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _csv_line(row: dict | None, fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields if row is None else ["" if row.get(k) is None else row.get(k) for k in fields])
+    return buf.getvalue()
+
+
+def _write_run_json(out: Path, exp, ctx, plan, report, *, command, overrides: dict, init, data_root) -> None:
+    from reproduce.metrics import write_json_atomic
+    paper_net = overrides["width"] == 1.0 and plan.faithful
+    description = {
+        "experiment": exp.to_dict() if hasattr(exp, "to_dict") else repr(exp),
+        "overrides": overrides,
+        "faithful": paper_net,
+        "faithfulness_notes": ([] if overrides["width"] == 1.0 else [f"width {overrides['width']}: not the paper's net"])
+        + ([] if plan.faithful else [f"effective iter_size {plan.effective}, the experiment's is {plan.experiment_iter_size}"]),
+        "solver": {"iter_size_experiment": plan.experiment_iter_size, "iter_size_per_process": plan.local,
+                   "iter_size_effective": plan.effective, "world_size": ctx.world_size},
+        "init": {"files": [str(p) for p in ([init] if isinstance(init, (str, os.PathLike)) else (init or []))],
+                 "report": report.to_dict() if report else None},
+        "data_root": None if data_root is None else str(data_root),
+        "git": _git_state(),
+        "versions": _versions(),
+        "device": _device_description(ctx.device),
+        "sessions": [_session(command, 0)],
+    }
+    write_json_atomic(out / "run.json", description)
+
+
+def _update_run_json(out: Path, command) -> None:
+    from reproduce.metrics import write_json_atomic
+    path = out / "run.json"
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the run description to resume ({e})") from e
+    description.setdefault("sessions", []).append(_session(command, None))
+    write_json_atomic(path, description)
+
+
+def _session(command, start_iteration) -> dict:
+    return {"command": list(command) if command is not None else list(sys.argv),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "resumed": start_iteration is None, "git": _git_state()}
+
+
+def _git_state() -> dict:
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
+def _versions() -> dict:
+    from importlib import metadata
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    for package in ("fcn-repro", "numpy", "scipy", "pillow", "h5py", "click"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _device_description(device: torch.device) -> dict:
+    d = {"device": str(device), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+         "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        d["gpu"] = torch.cuda.get_device_name(device)
+        d["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    return d

@@ -1,0 +1,104 @@
+"""`fcn train EXPERIMENT`: train one reference experiment (reproduce.train) from the command line.
+
+More than one GPU: `torchrun --nproc_per_node=N --no-python fcn train EXPERIMENT ...` (see
+reproduce.distributed for how the images are shared out and what that does to iter_size).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from reproduce import experiments
+
+#: Where `fcn train` looks for the ILSVRC classifiers when --init is not given, in order, relative
+#: to --data-root (`fcn data fetch vgg16` / `caffenet` store them as <data root>/weights/<file>). The
+#: reference's FCN-AlexNet starts from CaffeNet, not BVLC AlexNet (reproduce.datasets.sources).
+BASE_WEIGHTS = {
+    "vgg16": ("weights/vgg16-fcn.caffemodel", "weights/VGG_ILSVRC_16_layers.caffemodel"),
+    "alexnet": ("weights/alexnet-fcn.caffemodel", "weights/bvlc_reference_caffenet.caffemodel"),
+}
+
+
+def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) -> list[Path]:
+    """The weights an experiment starts from when --init is not given.
+
+    "vgg16" / "alexnet": the first of BASE_WEIGHTS found under `data_dir`; a coarser experiment:
+    its `final.pt` in the sibling run directory `<out>/../<name>/final.pt`; late fusion: one per stream.
+    Raises click.UsageError naming what was looked for when a file is missing.
+    """
+    names = experiment.init if isinstance(experiment.init, tuple) else (experiment.init,)
+    found = []
+    for name in names:
+        if name in BASE_WEIGHTS:
+            candidates = [data_dir / c for c in BASE_WEIGHTS[name]]
+        else:
+            candidates = [out.parent / name / "final.pt"]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            raise click.UsageError(f"{experiment.name} starts from {name!r}, but none of "
+                                   f"{', '.join(map(str, candidates))} exists; pass --init")
+        found.append(hit)
+    return found
+
+
+@click.command("train")
+@click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="Folder holding the datasets (as `fcn data fetch` lays them out).")
+@click.option("--init", "init", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Weights to start from (.caffemodel or .pt); twice for late fusion (color, then hha). "
+                   "Default: the converted ILSVRC net under data/weights, or the coarser stage's "
+                   "runs/<name>/final.pt.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N  [default: cuda if available, else cpu]")
+@click.option("--max-iter", type=click.IntRange(min=1), default=None, help="Stop here (default: the experiment's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory  [default: runs/EXPERIMENT]")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Trunk width multiplier, for tests and smoke runs only: not the paper's nets. "
+                   "Without --init a reduced-width net starts from random trunk weights.")
+@click.option("--test-interval", type=click.IntRange(min=1), default=None,
+              help="Iterations between test passes (default: the experiment's).")
+@click.option("--display", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Log the smoothed loss every N iterations (Caffe's display).")
+@click.option("--keep-snapshots", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Newest checkpoints kept (0: all).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the newest checkpoint in --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: str | None,
+                  max_iter: int | None, out: Path | None, width: float, test_interval: int | None,
+                  display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
+    """Train EXPERIMENT as the reference's solve.py does (Caffe SGD, batch 1, seeded order).
+
+    Writes run.json, log.csv, log.jsonl, test_log.csv, snapshot/iter_N.pt, final.pt and
+    metrics.json to the run directory. An interrupted run resumes from its newest checkpoint.
+
+    Several GPUs: torchrun --nproc_per_node=N --no-python fcn train EXPERIMENT ... sums the
+    gradients of N processes (batch 1 each) as Caffe's iter_size does; an experiment iter_size
+    not divisible by N becomes iter_size x N (recorded in run.json).
+    """
+    from reproduce.train import NonFiniteLossError, train
+
+    exp = experiments.get(experiment)
+    out = out or Path("runs") / experiment
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    resuming = resume and any((out / "snapshot").glob("iter_*.pt"))
+    if init:
+        paths = list(init)
+    elif resuming or width != 1.0:
+        paths = []  # resuming ignores init; a reduced-width net cannot load full-width weights
+    else:
+        paths = default_init(exp, out, data_root)
+    try:
+        train(exp, data_root=data_root, init=paths or None, device=device, max_iter=max_iter, out_dir=out,
+              resume=resume, width=width, test_interval=test_interval, display=display,
+              keep_snapshots=keep_snapshots, progress=progress, command=[os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    except NonFiniteLossError as e:
+        raise click.ClickException(str(e)) from e
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from e
+    click.echo(f"{experiment}: run directory {out}", err=True)

@@ -1,0 +1,27 @@
+# Caffe oracle targets. Included at the end of the top-level Makefile (after PY and STAMP are set):
+#     include tools/caffe_oracle/oracle.mk
+# Both targets need root (debootstrap, chroot, bind mounts) and the Debian mirror named in the host's
+# apt sources; the chroot (~830 MB, ~1 minute to build) lives in .oracle/ (git-ignored).
+
+ORACLE_CHROOT ?= $(CURDIR)/.oracle/chroot
+# Nets checked live by test-oracle (full width, 500 x 500, batch 1; ~1 minute and ~1 GB of disk each).
+ORACLE_NETS   ?= voc-fcn8s
+
+.PHONY: oracle-chroot oracle test-oracle
+
+oracle-chroot:
+	bash tools/caffe_oracle/build_chroot.sh $(ORACLE_CHROOT)
+
+# Regenerate every committed golden in tests/fixtures/oracle/ with real Caffe (about 30 s).
+oracle: oracle-chroot
+	ORACLE_CHROOT=$(ORACLE_CHROOT) bash tools/caffe_oracle/run.sh tools/caffe_oracle/make_goldens.py \
+		--out tests/fixtures/oracle
+
+# Live comparison at full width on a 500 x 500 input (structure, forward, loss; no SGD goldens are made
+# live; see tests/test_oracle_caffe.py for
+# why the gradient test is deselected at this size).
+test-oracle: oracle-chroot $(STAMP)
+	rm -rf .oracle/live
+	ORACLE_CHROOT=$(ORACLE_CHROOT) bash tools/caffe_oracle/run.sh tools/caffe_oracle/make_goldens.py \
+		--live --out .oracle/live $(ORACLE_NETS)
+	FCN_ORACLE_DIR=.oracle/live $(PY) -m pytest -q tests/test_oracle_caffe.py -k "not gradients_equal and not sgd_steps"
