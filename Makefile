@@ -1,15 +1,35 @@
 # fcn-repro: every target sets up what it needs (a virtual environment with pinned dependencies).
+#
+# Reproductions are chains of file targets: an interrupted pipeline resumes where it stopped
+# (training itself resumes from its newest snapshot) and a finished stage is not redone.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
+FCN    := $(VENV)/bin/fcn
+CONVERT := $(VENV)/bin/convert-caffe
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test bench clean-venv
+DATA   ?= data
+RUNS   ?= runs
+DEVICE ?= cuda
+TRAIN_FLAGS ?=
+EVAL_FLAGS  ?=
+
+.PHONY: help venv test bench clean-venv \
+        reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
+        reproduce-alexnet reproduce-smoke
 
 help:
-	@echo "make test            create .venv, install pinned dependencies, run the test suite (no GPU needed)"
-	@echo "make bench           speed and memory benchmarks -> results/bench/"
+	@echo "make reproduce-voc           VGG16 -> FCN-32s -> 16s -> 8s (+ 8s at-once) on VOC, results/voc.md (CUDA GPU, days)"
+	@echo "make reproduce-voc-released  convert the released FCN caffemodels and score them on seg11valid (hours)"
+	@echo "make reproduce-nyud | reproduce-siftflow | reproduce-context | reproduce-alexnet"
+	@echo "make reproduce-smoke         the whole pipeline on the shipped samples, CPU, a few minutes"
+	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
+	@echo "make bench                   speed and memory benchmarks -> results/bench/"
+	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
+	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
+	@echo "variables: DATA=$(DATA) RUNS=$(RUNS) DEVICE=$(DEVICE)"
 
 venv: $(STAMP)
 
@@ -24,3 +44,138 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---------------------------------------------------------------------------------------------
+# Data and weights: fetched (checksummed, resumable) into $(DATA), checked, marked done.
+# ---------------------------------------------------------------------------------------------
+$(DATA)/.fetched-%: | $(STAMP)
+	$(FCN) data fetch $* --data-root $(DATA)
+	$(FCN) data check $* --data-root $(DATA)
+	@touch $@
+
+$(DATA)/weights/%.caffemodel: | $(STAMP)
+	$(FCN) data fetch $(WEIGHT_NAME_$*) --data-root $(DATA)
+
+WEIGHT_NAME_VGG_ILSVRC_16_layers := vgg16
+WEIGHT_NAME_bvlc_reference_caffenet := caffenet
+
+# ILSVRC classifiers converted with the reference's surgery (fc6/fc7 to convolutions, fc8 dropped).
+$(RUNS)/init/%-from-vgg16.pt: $(DATA)/weights/VGG_ILSVRC_16_layers.caffemodel
+	@mkdir -p $(@D)
+	$(CONVERT) $< $@ --net $* --from vgg16 $(CONVERT_FLAGS)
+
+$(RUNS)/init/%-from-alexnet.pt: $(DATA)/weights/bvlc_reference_caffenet.caffemodel
+	@mkdir -p $(@D)
+	$(CONVERT) $< $@ --net $* --from alexnet $(CONVERT_FLAGS)
+
+# ---------------------------------------------------------------------------------------------
+# Training stages: $(RUNS)/<experiment>/final.pt, each from what the reference's solve.py loads.
+# ---------------------------------------------------------------------------------------------
+define train_from  # $(1) experiment, $(2) init file(s), $(3) data marker
+$(RUNS)/$(1)/final.pt: $(2) $(3)
+	$(FCN) train $(1) $(foreach f,$(2),--init $(f)) --data-root $(DATA) --device $(DEVICE) --out $(RUNS)/$(1) $(TRAIN_FLAGS) $(TRAIN_FLAGS_$(1))
+endef
+
+VOC_DATA := $(DATA)/.fetched-sbd $(DATA)/.fetched-voc2011
+NYUD_DATA := $(DATA)/.fetched-nyud
+SIFTFLOW_DATA := $(DATA)/.fetched-siftflow
+CONTEXT_DATA := $(DATA)/.fetched-voc2010 $(DATA)/.fetched-pascal-context
+
+$(eval $(call train_from,voc-fcn32s,$(RUNS)/init/voc-fcn32s-from-vgg16.pt,$(VOC_DATA)))
+$(eval $(call train_from,voc-fcn16s,$(RUNS)/voc-fcn32s/final.pt,$(VOC_DATA)))
+$(eval $(call train_from,voc-fcn8s,$(RUNS)/voc-fcn16s/final.pt,$(VOC_DATA)))
+$(eval $(call train_from,voc-fcn8s-atonce,$(RUNS)/init/voc-fcn8s-atonce-from-vgg16.pt,$(VOC_DATA)))
+$(eval $(call train_from,voc-fcn-alexnet,$(RUNS)/init/voc-fcn-alexnet-from-alexnet.pt,$(VOC_DATA)))
+$(eval $(call train_from,nyud-fcn32s-color,$(RUNS)/init/nyud-fcn32s-color-from-vgg16.pt,$(NYUD_DATA)))
+$(eval $(call train_from,nyud-fcn32s-hha,$(RUNS)/init/nyud-fcn32s-hha-from-vgg16.pt,$(NYUD_DATA)))
+$(eval $(call train_from,nyud-fcn32s-color-d,$(RUNS)/init/nyud-fcn32s-color-d-from-vgg16.pt,$(NYUD_DATA)))
+$(eval $(call train_from,nyud-fcn32s-color-hha,$(RUNS)/nyud-fcn32s-color/final.pt $(RUNS)/nyud-fcn32s-hha/final.pt,$(NYUD_DATA)))
+$(eval $(call train_from,nyud-fcn16s-color-hha,$(RUNS)/nyud-fcn32s-color-hha/final.pt,$(NYUD_DATA)))
+$(eval $(call train_from,siftflow-fcn32s,$(RUNS)/init/siftflow-fcn32s-from-vgg16.pt,$(SIFTFLOW_DATA)))
+$(eval $(call train_from,siftflow-fcn16s,$(RUNS)/siftflow-fcn32s/final.pt,$(SIFTFLOW_DATA)))
+$(eval $(call train_from,siftflow-fcn8s,$(RUNS)/siftflow-fcn16s/final.pt,$(SIFTFLOW_DATA)))
+$(eval $(call train_from,pascalcontext-fcn32s,$(RUNS)/init/pascalcontext-fcn32s-from-vgg16.pt,$(CONTEXT_DATA)))
+$(eval $(call train_from,pascalcontext-fcn16s,$(RUNS)/pascalcontext-fcn32s/final.pt,$(CONTEXT_DATA)))
+$(eval $(call train_from,pascalcontext-fcn8s,$(RUNS)/pascalcontext-fcn16s/final.pt,$(CONTEXT_DATA)))
+
+# Evaluation on the experiment's val/test split: $(RUNS)/eval/<experiment>/metrics.json
+$(RUNS)/eval/%/metrics.json: $(RUNS)/%/final.pt
+	@mkdir -p $(@D)
+	$(FCN) eval $* --weights $< --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
+
+runs_of = $(foreach e,$(1),$(RUNS)/eval/$(e)/metrics.json)
+
+VOC_RUNS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce
+NYUD_RUNS := nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-d nyud-fcn32s-color-hha nyud-fcn16s-color-hha
+SIFTFLOW_RUNS := siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s
+CONTEXT_RUNS := pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
+
+# Tables: the paper's numbers beside ours, per table, from every metrics file under $(RUNS).
+TABLES ?= results/tables
+define tables_for  # $(1) results/<name>.md, $(2) metrics files
+$(1): $(2)
+	$(FCN) tables --runs $(RUNS)/eval --out $(TABLES)
+	cp $(TABLES)/index.md $(1)
+endef
+
+$(eval $(call tables_for,results/voc.md,$(call runs_of,$(VOC_RUNS))))
+$(eval $(call tables_for,results/nyud.md,$(call runs_of,$(NYUD_RUNS))))
+$(eval $(call tables_for,results/siftflow.md,$(call runs_of,$(SIFTFLOW_RUNS))))
+$(eval $(call tables_for,results/context.md,$(call runs_of,$(CONTEXT_RUNS))))
+$(eval $(call tables_for,results/alexnet.md,$(call runs_of,voc-fcn-alexnet)))
+
+reproduce-voc: results/voc.md
+reproduce-nyud: results/nyud.md
+reproduce-siftflow: results/siftflow.md
+reproduce-context: results/context.md
+reproduce-alexnet: results/alexnet.md
+
+# The quick path: the released FCN caffemodels, converted and scored on seg11valid (no training).
+RELEASED := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
+$(RUNS)/released/%/metrics.json: $(VOC_DATA) | $(STAMP)
+	$(FCN) data fetch $* --data-root $(DATA)
+	@mkdir -p $(@D)
+	$(FCN) eval $* --weights $(DATA)/weights/$(RELEASED_FILE_$*) --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
+
+RELEASED_FILE_voc-fcn32s := fcn32s-heavy-pascal.caffemodel
+RELEASED_FILE_voc-fcn16s := fcn16s-heavy-pascal.caffemodel
+RELEASED_FILE_voc-fcn8s := fcn8s-heavy-pascal.caffemodel
+RELEASED_FILE_voc-fcn8s-atonce := fcn8s-atonce-pascal.caffemodel
+RELEASED_FILE_voc-fcn-alexnet := fcn-alexnet-pascal.caffemodel
+
+results/voc-released.md: $(foreach e,$(RELEASED),$(RUNS)/released/$(e)/metrics.json)
+	$(FCN) tables --runs $(RUNS)/released --out results/tables-released
+	cp results/tables-released/index.md $@
+
+reproduce-voc-released: results/voc-released.md
+
+# ---------------------------------------------------------------------------------------------
+# The smoke run: the same stages on the shipped samples, reduced width, CPU, a few minutes.
+# ---------------------------------------------------------------------------------------------
+SMOKE := runs/smoke
+SMOKE_WIDTH := 0.0625
+SMOKE_LR ?= 2e-8
+SMOKE_MOMENTUM ?= 0.9
+SMOKE_ITERS ?= 100
+SMOKE_FINE_ITERS ?= 50
+SMOKE_FLAGS := DATA=$(SMOKE)/data RUNS=$(SMOKE) DEVICE=cpu TABLES=results/smoke \
+	CONVERT_FLAGS="--width $(SMOKE_WIDTH)" EVAL_FLAGS="--width $(SMOKE_WIDTH)" \
+	TRAIN_FLAGS="--width $(SMOKE_WIDTH) --no-progress --base-lr $(SMOKE_LR) --momentum $(SMOKE_MOMENTUM) --max-iter $(SMOKE_ITERS) --test-interval $(SMOKE_ITERS)" \
+	TRAIN_FLAGS_voc-fcn16s="--max-iter $(SMOKE_FINE_ITERS) --test-interval $(SMOKE_FINE_ITERS)" \
+	TRAIN_FLAGS_voc-fcn8s="--max-iter $(SMOKE_FINE_ITERS) --test-interval $(SMOKE_FINE_ITERS)"
+
+reproduce-smoke: $(STAMP)
+	rm -rf $(SMOKE) results/smoke
+	$(FCN) smoke data $(SMOKE)/data
+	$(FCN) smoke vgg16 $(SMOKE)/data/weights/VGG_ILSVRC_16_layers.caffemodel --width $(SMOKE_WIDTH)
+	touch $(SMOKE)/data/.fetched-sbd $(SMOKE)/data/.fetched-voc2011
+	$(MAKE) --no-print-directory $(SMOKE_FLAGS) $(foreach e,voc-fcn32s voc-fcn16s voc-fcn8s,$(SMOKE)/eval/$(e)/metrics.json)
+	$(FCN) tables --runs $(SMOKE)/eval --out results/smoke
+	$(PY) -m reproduce.smoke_check $(SMOKE) results/smoke
+
+# ---------------------------------------------------------------------------------------------
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+# make oracle (regenerate the Caffe goldens; root, Debian mirror) and make test-oracle (live check)
+include tools/caffe_oracle/oracle.mk

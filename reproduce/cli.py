@@ -4,6 +4,7 @@ import click
 from reproduce.datasets.cli import data_group
 from reproduce.datasets.hha_cli import hha_command
 from reproduce.eval_cli import eval_command, figure_command, infer_command
+from reproduce.smoke import smoke_group
 from reproduce.tables import tables_command
 from reproduce.train_cli import train_command
 from reproduce.upper_bound import upper_bound_command
@@ -23,3 +24,4 @@ main.add_command(train_command, "train")
 main.add_command(eval_command, "eval")
 main.add_command(infer_command, "infer")
 main.add_command(figure_command, "figure")
+main.add_command(smoke_group, "smoke")

@@ -5,6 +5,7 @@ reproduce.distributed for how the images are shared out and what that does to it
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -62,6 +63,11 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
                    "Without --init a reduced-width net starts from random trunk weights.")
 @click.option("--test-interval", type=click.IntRange(min=1), default=None,
               help="Iterations between test passes (default: the experiment's).")
+@click.option("--base-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the solver's base_lr. Smoke runs and tests only: not the reference's solver "
+                   "(recorded in run.json).")
+@click.option("--momentum", type=click.FloatRange(min=0, max=1), default=None,
+              help="Override the solver's momentum. Smoke runs and tests only (recorded in run.json).")
 @click.option("--display", type=click.IntRange(min=1), default=20, show_default=True,
               help="Log the smoothed loss every N iterations (Caffe's display).")
 @click.option("--keep-snapshots", type=click.IntRange(min=0), default=2, show_default=True,
@@ -71,7 +77,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: str | None,
                   max_iter: int | None, out: Path | None, width: float, test_interval: int | None,
-                  display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
+                  base_lr: float | None, momentum: float | None, display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
     """Train EXPERIMENT as the reference's solve.py does (Caffe SGD, batch 1, seeded order).
 
     Writes run.json, log.csv, log.jsonl, test_log.csv, snapshot/iter_N.pt, final.pt and
@@ -84,6 +90,10 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     from reproduce.train import NonFiniteLossError, train
 
     exp = experiments.get(experiment)
+    overrides = {k: v for k, v in (("base_lr", base_lr), ("momentum", momentum)) if v is not None}
+    if overrides:
+        exp = dataclasses.replace(exp, **overrides)
+        click.echo(f"{experiment}: solver overridden ({overrides}): not the reference's solver", err=True)
     out = out or Path("runs") / experiment
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     resuming = resume and any((out / "snapshot").glob("iter_*.pt"))

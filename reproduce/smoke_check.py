@@ -1,0 +1,61 @@
+"""Check what `make reproduce-smoke` produced and summarize it in `results/smoke/summary.md`.
+
+Fails (exit 1) when a stage's files are missing, a metric is not finite, or the first stage's
+training loss did not fall: the smoke run must show that the pipeline trains, not just that it runs.
+
+    python -m reproduce.smoke_check RUNS_DIR RESULTS_DIR
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+STAGES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s")
+
+
+def training_losses(run: Path) -> list[float]:
+    """The logged (smoothed) training losses of a run, in iteration order."""
+    with open(run / "log.csv", newline="") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
+
+
+def check(runs: Path, results: Path) -> list[str]:
+    """Return the summary lines; raise SystemExit with a message naming the problem."""
+    lines = ["# Smoke run (reduced width, shipped samples, CPU): not the paper's numbers", "",
+             "| stage | first logged loss | last logged loss | pixel acc | mean acc | mean IU | fw IU |",
+             "|---|---|---|---|---|---|---|"]
+    for stage in STAGES:
+        run, metrics_file = runs / stage, runs / "eval" / stage / "metrics.json"
+        for needed in (run / "final.pt", run / "log.csv", run / "run.json", metrics_file):
+            if not needed.is_file():
+                raise SystemExit(f"smoke check: {needed} is missing")
+        losses = training_losses(run)
+        if len(losses) < 2 or not all(map(math.isfinite, losses)):
+            raise SystemExit(f"smoke check: {run / 'log.csv'} has too few or non-finite losses: {losses}")
+        scores = json.loads(metrics_file.read_text())["scores"]
+        values = [scores[k] for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")]
+        if not all(v is not None and math.isfinite(v) for v in values):
+            raise SystemExit(f"smoke check: {metrics_file} has non-finite scores {scores}")
+        if stage == STAGES[0] and not losses[-1] < losses[0]:
+            raise SystemExit(f"smoke check: {stage}'s training loss did not fall ({losses[0]} -> {losses[-1]})")
+        lines.append(f"| {stage} | {losses[0]:.1f} | {losses[-1]:.1f} | "
+                     + " | ".join(f"{v:.1f}" for v in values) + " |")
+    if not (results / "index.md").is_file():
+        raise SystemExit(f"smoke check: {results / 'index.md'} (fcn tables) is missing")
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit(__doc__)
+    runs, results = map(Path, argv)
+    lines = check(runs, results)
+    (results / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
