@@ -116,3 +116,20 @@ def test_shape_mismatch_is_refused(batch):
     score, label = batch
     with pytest.raises(ValueError, match="does not match"):
         softmax_with_loss(torch.from_numpy(score), torch.from_numpy(label[:, :5]), normalize=False)
+
+
+def test_loss_value_is_caffes_sequential_float32_sum():
+    """Caffe's CPU layer accumulates pixel losses one by one in float32 (N, H, W order)."""
+    import numpy as np
+    import torch
+
+    from reproduce.loss import softmax_with_loss
+
+    score = torch.zeros(1, 21, 500, 500)  # an untrained net: every pixel's loss is ln 21
+    label = torch.zeros(1, 500, 500, dtype=torch.long)
+    label[0, :10] = 255
+    loss = softmax_with_loss(score, label, normalize=False).item()
+    pixel = np.full(490 * 500, -np.log(np.float32(1 / 21)), dtype=np.float32)
+    assert loss == float(np.cumsum(pixel, dtype=np.float32)[-1])
+    exact = 490 * 500 * np.log(21.0)
+    assert abs(loss - exact) / exact > 1e-4  # the accumulation error Caffe's printed loss carries
