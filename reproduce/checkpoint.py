@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+from reproduce.atomic import atomic_file
 
 FORMAT, VERSION = "fcn-repro-checkpoint", 1
 _SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
@@ -42,20 +42,9 @@ _SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
 # ---------------------------------------------------------------------------------------------
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` via a temporary file in the same folder, fsync and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_file(path, fsync=True) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def cpu_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +29,7 @@ from reproduce.experiments import Experiment
 from reproduce.infer import progress_bar, save_png_atomic
 from reproduce.loss import softmax_with_loss
 from reproduce.palette import label_image
+from reproduce.atomic import atomic_file
 
 GEO_CLASSES = 3  # SIFT Flow geometric head: sky, horizontal, vertical
 
@@ -180,19 +180,10 @@ def export_voc_test(net: torch.nn.Module, experiment: Experiment, dataset: VOCTe
 def pack_tar_gz(base: Path, members: Sequence[Path], archive: Path) -> Path:
     """Pack base/<member> for each member (stored under its relative path) into a .tar.gz,
     atomically (temp file + os.replace). Parent folders are added as directory entries."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            dirs = sorted({p for m in members for p in Path(m).parents if str(p) != "."}, key=lambda p: len(p.parts))
-            for d in dirs:
-                tar.add(base / d, arcname=d.as_posix(), recursive=False)
-            for m in members:
-                tar.add(base / m, arcname=Path(m).as_posix(), recursive=False)
-        os.replace(tmp, archive)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(archive) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        dirs = sorted({p for m in members for p in Path(m).parents if str(p) != "."}, key=lambda p: len(p.parts))
+        for d in dirs:
+            tar.add(base / d, arcname=d.as_posix(), recursive=False)
+        for m in members:
+            tar.add(base / m, arcname=Path(m).as_posix(), recursive=False)
     return archive

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -24,6 +23,7 @@ from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
 from reproduce.datasets.nyud import log_depth
 from reproduce.experiments import Experiment
 from reproduce.palette import colorize, label_image
+from reproduce.atomic import atomic_file
 
 # ---------------------------------------------------------------------------------------------
 # weights
@@ -192,18 +192,9 @@ def side_by_side(images: Sequence[Image.Image], *, gap: int = 4, background=(255
 
 def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     """Save `image` as PNG at `path` via a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_file(path) as f:
+        image.save(f, format="PNG")
+    return Path(path)
 
 
 def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike], *,

@@ -30,11 +30,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from reproduce.atomic import atomic_file
 
 IGNORE_LABEL = 255
 SCORE_KEYS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
@@ -397,17 +397,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text to path via a temp file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:

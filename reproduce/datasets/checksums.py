@@ -7,14 +7,13 @@ later fetch or check must match it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from .download import FetchError
 from .sources import Source
+from reproduce.atomic import atomic_file
 
 __all__ = ["file_digests", "recorded_sha256_path", "read_recorded_sha256", "record_sha256",
            "verify_file", "record_if_unpinned"]
@@ -56,11 +55,8 @@ def read_recorded_sha256(data_root: Path, filename: str) -> str | None:
 def record_sha256(data_root: Path, filename: str, digest: str) -> Path:
     """Write the record atomically (temp file + os.replace)."""
     path = recorded_sha256_path(data_root, filename)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(path, "w") as f:
         f.write(f"{digest}  {filename}\n")
-    os.replace(tmp, path)
     return path
 
 

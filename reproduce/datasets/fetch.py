@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ from .checksums import record_if_unpinned, verify_file
 from .download import FetchError, download
 from .extract import extract_atomically
 from .sources import Source
+from reproduce.atomic import atomic_file
 
 __all__ = ["fetch", "source_url", "download_dir"]
 
@@ -39,14 +39,8 @@ def _install_file(src: Path, dest: Path, *, move: bool) -> None:
     if move:
         os.replace(src, dest)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as fin, atomic_file(dest) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def fetch(source: Source, data_root: str | os.PathLike[str], *, mirror: str | None = None,
