@@ -20,9 +20,10 @@ from torch import nn
 
 from nets.alexnet_fcn import AlexNetFCN
 from nets.caffe import param_multipliers
+from nets.fast import set_fast
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
-__all__ = ["build", "names", "info", "param_multipliers", "NetInfo"]
+__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo"]
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,21 @@ def info(name: str) -> NetInfo:
         raise KeyError(f"unknown net {name!r}; known nets: {', '.join(_REGISTRY)}") from None
 
 
-def build(name: str, *, num_classes: int | tuple[int, ...] | None = None, width: float = 1.0) -> nn.Module:
+def build(name: str, *, num_classes: int | tuple[int, ...] | None = None, width: float = 1.0,
+          fast: bool = True) -> nn.Module:
     """Build experiment `name`'s net.
 
     Args:
         name: one of `names()`.
         num_classes: override the class count (a pair for SIFT Flow: semantic, geometric).
         width: multiplier for every trunk channel count (64*w ... 4096*w); geometry is unchanged.
+        fast: use the fast kernels of `nets.fast` (default). False gives the plain build (NCHW,
+            no prepacking, no fusion), the baseline they are measured and tested against; both
+            compute the same function (float32 rounding aside) with the same parameters.
     """
     i = info(name)
     if width <= 0:
         raise ValueError(f"width must be positive, not {width}")
     net = i.make(i.num_classes if num_classes is None else num_classes, width)
     net.caffe_name = name
-    return net
+    return set_fast(net, fast)

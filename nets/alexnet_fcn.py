@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from nets.caffe import DEFAULT_MULTS, CoordMap, Crop, MaxPool, conv, crop_offset, deconv, dropout, lrn, score_conv, walk
+from nets.fast import conv_relu, entry_layout, exact_cuda_math
 from nets.vgg_fcn import scaled
 
 #: (layer, kind, output channels, kernel, stride, pad, group); pooling is 3x3 stride 2.
@@ -35,6 +35,7 @@ class AlexNetFCN(nn.Module):
     """FCN-AlexNet: input N x 3 x H x W (Caffe-preprocessed), output `score` N x C x H x W."""
 
     inputs: tuple[str, ...] = ("data",)
+    fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
 
     def __init__(self, num_classes: int = 21, *, width: float = 1.0) -> None:
         super().__init__()
@@ -59,9 +60,11 @@ class AlexNetFCN(nn.Module):
         self.score = Crop(self.crop_offsets["score"])
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
-        x = data
+        exact_cuda_math(data)
+        x = entry_layout(data, self.fast)
         for name, (_, kind, *_rest) in zip(self.trunk_names, ALEXNET_TRUNK):
-            x = getattr(self, name)(x)
             if kind == "conv":
-                x = F.relu(x, inplace=True)
+                x = conv_relu(getattr(self, name), x, self.fast, fc=name.startswith("fc"))
+            else:
+                x = getattr(self, name)(x)
         return self.score(self.upscore(self.score_fr(x)), data)

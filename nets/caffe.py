@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from nets.fast import deconv_forward
+
 # --------------------------------------------------------------------------------------------
 # Per-blob learning-rate and weight-decay multipliers (Caffe's ParamSpec lr_mult / decay_mult)
 # --------------------------------------------------------------------------------------------
@@ -131,12 +133,31 @@ def fill_bilinear_(weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-def deconv(channels: int, kernel: int, stride: int) -> nn.ConvTranspose2d:
+class Deconvolution(nn.ConvTranspose2d):
+    """Caffe `Deconvolution`: a transposed convolution, weight (C_in, C_out, k, k) as Caffe stores it.
+
+    With `fast` on (the default), a weight that is exactly diagonal (as the reference's bilinear
+    fill leaves it) and not being learned runs as a depthwise transposed convolution, which
+    computes the same sums without the C^2 - C all-zero kernels (see `nets.fast`). Anything
+    else, e.g. a learned or non-diagonal weight, runs the dense `nn.ConvTranspose2d`.
+    """
+
+    fast: bool = True
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.fast:
+            y = deconv_forward(self, input, output_size)
+            if y is not None:
+                return y
+        return super().forward(input, output_size)
+
+
+def deconv(channels: int, kernel: int, stride: int) -> Deconvolution:
     """A fixed bilinear upsampling `Deconvolution` (no bias, lr_mult 0), as in every reference net.
 
     Stored densely (C x C x k x k) as Caffe stores it, the off-diagonal entries zero.
     """
-    layer = nn.ConvTranspose2d(channels, channels, kernel, stride=stride, bias=False)
+    layer = Deconvolution(channels, channels, kernel, stride=stride, bias=False)
     fill_bilinear_(layer.weight)
     return set_multipliers(layer, FIXED_MULTS)
 

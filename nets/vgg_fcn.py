@@ -11,9 +11,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from nets.caffe import CoordMap, Crop, MaxPool, Scale, conv, crop_offset, deconv, dropout, score_conv, walk
+from nets.fast import conv_relu, entry_layout, exact_cuda_math, is_fast
 
 #: VGG16 trunk as the reference builds it: (layer, kind, output channels, kernel, pad).
 #: Convolutions are followed by an in-place ReLU; pooling is 2x2 stride 2, ceil mode.
@@ -66,6 +66,7 @@ class VGG16FCN(nn.Module):
     """
 
     inputs: tuple[str, ...] = ("data",)
+    fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
 
     def __init__(self, num_classes: Sequence[int] = (21,), head_suffixes: Sequence[str] = ("",), *,
                  stride: int = 32, at_once: bool = False, in_channels: int = 3,
@@ -114,12 +115,20 @@ def add_vgg16_trunk(net: nn.Module, in_channels: int, width: float, *, suffix: s
 
 
 def vgg16_trunk_forward(net: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Run the trunk; return the blobs the heads read: pool3, pool4 and drop7 (fc7 after dropout)."""
+    """Run the trunk; return the blobs the heads read: pool3, pool4 and drop7 (fc7 after dropout).
+
+    Each convolution is followed by an in-place ReLU; with `net.fast` the pair runs through the
+    fast kernels of `nets.fast` (same results to float32 rounding).
+    """
+    fast = is_fast(net)
+    exact_cuda_math(x)
+    x = entry_layout(x, fast)
     taps = {}
     for name, (layer, kind, *_rest) in zip(names, VGG16_TRUNK):
-        x = getattr(net, name)(x)
         if kind == "conv":
-            x = F.relu(x, inplace=True)
+            x = conv_relu(getattr(net, name), x, fast, fc=layer.startswith("fc"))
+        else:
+            x = getattr(net, name)(x)
         if layer in ("pool3", "pool4", "drop7"):
             taps[layer] = x
     return taps
@@ -207,6 +216,7 @@ class LateFusionFCN(nn.Module):
 
     inputs: tuple[str, ...] = ("color", "hha")
     streams = ("color", "hha")
+    fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
 
     def __init__(self, num_classes: int = 40, *, stride: int = 32, width: float = 1.0) -> None:
         super().__init__()
