@@ -80,15 +80,22 @@ def _summary(record: dict) -> str:
 @click.option("--comp", default="comp6", show_default=True,
               help="With --export-voc-test: VOC competition id (comp6: trained on data beyond VOC, "
                    "as FCN is on SBD; comp5: VOC data only).")
+@click.option("--fast", is_flag=True,
+              help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
+                   "metrics.json. Off by default.")
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: str, out: Path,
                  limit: int | None, width: float, workers: int, iteration: int | None,
-                 export_dir: Path | None, voc_year: str, comp: str) -> None:
+                 export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
     from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
     dev = _device(device)
     net, weights_iteration = _load(exp, weights, width, dev)
+    if fast:
+        from reproduce.fast import fast_mode
+        # no torch.compile: every new image size would compile again (see results/bench/summary.md)
+        net = fast_mode(net.eval(), compile=False, freeze=True)
     try:
         if export_dir is not None:
             test_split = split or "test"
@@ -102,6 +109,8 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
+    from reproduce.fast import settings_record
+    record.update(settings_record(net))
     metrics.write_json_atomic(out, record)
     click.echo(_summary(record))
     click.echo(f"wrote {out}")

@@ -288,3 +288,20 @@ def test_fcn_eval_scores_a_caffemodel_like_the_same_weights_as_pt(tmp_path):
         records.append(json.loads(out.read_text()))
     assert records[0]["scores"] == records[1]["scores"] and records[0]["loss"] == records[1]["loss"]
     assert records[0]["per_class_acc"][7] > 0  # the loaded score_fr bias shows: class 7 is predicted
+
+
+def test_fcn_eval_fast_is_opt_in_and_recorded(tmp_path, fresh_weights):
+    """--fast (bf16 autocast) scores the same zero-score net and says so in metrics.json; the
+    default record says fast_mode false."""
+    make_voc_dir(tmp_path / "voc", ["a", "b"], [(20, 24), (22, 18)])
+    args = ["voc-fcn32s", "--weights", str(fresh_weights), "--data-root", str(tmp_path / "voc"), "--width",
+            str(WIDTH), "--workers", "0", "--device", "cpu", "--split", "seg11valid"]
+    records = {}
+    for name, extra in (("exact", []), ("fast", ["--fast"])):
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(eval_command, args + extra + ["--out", str(out)])
+        assert result.exit_code == 0, result.output
+        records[name] = json.loads(out.read_text())
+    assert records["exact"]["fast_mode"] is False
+    assert records["fast"]["fast_mode"] is True and records["fast"]["bf16"] is True
+    assert records["fast"]["scores"]["pixel_acc"] == pytest.approx(records["exact"]["scores"]["pixel_acc"])
