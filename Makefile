@@ -156,8 +156,8 @@ SMOKE := runs/smoke
 SMOKE_WIDTH := 0.0625
 SMOKE_LR ?= 2e-8
 SMOKE_MOMENTUM ?= 0.9
-SMOKE_ITERS ?= 100
-SMOKE_FINE_ITERS ?= 50
+SMOKE_ITERS ?= 200
+SMOKE_FINE_ITERS ?= 100
 SMOKE_FLAGS := DATA=$(SMOKE)/data RUNS=$(SMOKE) DEVICE=cpu TABLES=results/smoke \
 	CONVERT_FLAGS="--width $(SMOKE_WIDTH)" EVAL_FLAGS="--width $(SMOKE_WIDTH)" \
 	TRAIN_FLAGS="--width $(SMOKE_WIDTH) --no-progress --base-lr $(SMOKE_LR) --momentum $(SMOKE_MOMENTUM) --max-iter $(SMOKE_ITERS) --test-interval $(SMOKE_ITERS)" \
