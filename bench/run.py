@@ -183,12 +183,29 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "nets.json", {k: results[k] for k in ("forward", "train", "gpu_forward", "gpu_train")
                                         if k in results})
+    write_json(args.out / "forward.json", forward_times(results))
     write_json(args.out / "eval.json", ev)
     write_json(args.out / "fast_mode.json", results.get("fast_mode"))
     write_json(args.out / "run.json", run)
     summary = write_summary(args.out, results, run)
     click.echo(summary)
     click.echo(f"bench: {total:.0f} s; results in {args.out}", err=True)
+
+
+def forward_times(results: dict) -> dict:
+    """Table 1's timing column for `fcn tables`: the default (Caffe-exact) path's median forward
+    at 500 x 500 in ms per measured net, on the GPU when one was measured, else the CPU."""
+    rows = results.get("gpu_forward") or results.get("forward") or []
+    times, device = {}, None
+    for row in rows:
+        fast = row.get("fast") or {}
+        if fast.get("median_s") is None:
+            continue
+        times[row["net"]] = round(1000 * fast["median_s"], 1)
+        machine = fast.get("machine") or {}
+        device = fast.get("device_name") or device or f"{machine.get('cpu', 'CPU')} ({machine.get('cores', '?')} cores)"
+    return {"device": device, "input": "1x3x500x500, fp32", "forward_ms": times,
+            "source": "bench.run (results/bench/nets.json)"}
 
 
 if __name__ == "__main__":
