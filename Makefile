@@ -16,6 +16,10 @@ DEVICE ?= cuda
 TRAIN_FLAGS ?=
 EVAL_FLAGS  ?=
 
+# Downloads, converted weights and trained stages are intermediate files of the chains below:
+# never delete them (they cost hours to remake).
+.SECONDARY:
+
 .PHONY: help venv test bench clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
         reproduce-alexnet reproduce-smoke
