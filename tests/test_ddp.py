@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from reproduce.distributed import StepPlan
 from reproduce.train import train
-from test_train_support import read_state, tiny_experiment, voc_samples
+from train_support import read_state, tiny_experiment, voc_samples
 
 WIDTH = 1 / 16
 MAX_ITER = 4

@@ -10,7 +10,7 @@ from torch import nn
 from reproduce import checkpoint
 from reproduce.evaluate import evaluate
 from reproduce.train import NonFiniteLossError, train
-from test_train_support import SmallDataset, assert_states_equal, read_state, tiny_experiment, voc_samples
+from train_support import SmallDataset, assert_states_equal, read_state, tiny_experiment, voc_samples
 
 WIDTH = 1 / 16
 

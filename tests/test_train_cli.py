@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from reproduce.experiments.base import Experiment
 from reproduce.train_cli import train_command
-from test_train_support import voc_samples
+from train_support import voc_samples
 
 
 @pytest.fixture
