@@ -13,8 +13,13 @@ STAMP  := $(VENV)/.installed
 DATA   ?= data
 RUNS   ?= runs
 DEVICE ?= cuda
+RESULTS ?= results
 TRAIN_FLAGS ?=
 EVAL_FLAGS  ?=
+FETCH_FLAGS ?=
+# Every fetch, convert, train and eval recipe runs through this: it records the stage's wall time,
+# peak RSS and disk in a stage-*.json beside its outputs (reproduce/stage_record.py).
+STAGE = $(PY) -m reproduce.stage_record
 
 # Downloads, converted weights and trained stages are intermediate files of the chains below:
 # never delete them (they cost hours to remake).
@@ -22,18 +27,19 @@ EVAL_FLAGS  ?=
 
 .PHONY: help venv test bench clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
-        reproduce-alexnet reproduce-smoke
+        reproduce-alexnet reproduce-smoke reproduce-voc-dryrun
 
 help:
 	@echo "make reproduce-voc           VGG16 -> FCN-32s -> 16s -> 8s (+ 8s at-once) on VOC, results/voc.md (CUDA GPU, days)"
 	@echo "make reproduce-voc-released  convert the released FCN caffemodels and score them on seg11valid (hours)"
 	@echo "make reproduce-nyud | reproduce-siftflow | reproduce-context | reproduce-alexnet"
 	@echo "make reproduce-smoke         the whole pipeline on the shipped samples, CPU, a few minutes"
+	@echo "make reproduce-voc-dryrun    make reproduce-voc itself at full size, 2 iterations per stage, killed and rerun (CPU)"
 	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
 	@echo "make bench                   speed and memory benchmarks -> results/bench/"
 	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
 	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
-	@echo "variables: DATA=$(DATA) RUNS=$(RUNS) DEVICE=$(DEVICE)"
+	@echo "variables: DATA=$(DATA) RUNS=$(RUNS) RESULTS=$(RESULTS) DEVICE=$(DEVICE) FETCH_FLAGS=$(FETCH_FLAGS)"
 
 venv: $(STAMP)
 
@@ -53,12 +59,14 @@ clean-venv:
 # Data and weights: fetched (checksummed, resumable) into $(DATA), checked, marked done.
 # ---------------------------------------------------------------------------------------------
 $(DATA)/.fetched-%: | $(STAMP)
-	$(FCN) data fetch $* --data-root $(DATA)
+	$(STAGE) $(DATA)/stage-fetch-$*.json --stage "fetch $*" --disk $(DATA)/$* -- \
+		$(FCN) data fetch $* --data-root $(DATA) $(FETCH_FLAGS)
 	$(FCN) data check $* --data-root $(DATA)
 	@touch $@
 
 $(DATA)/weights/%.caffemodel: | $(STAMP)
-	$(FCN) data fetch $(WEIGHT_NAME_$*) --data-root $(DATA)
+	$(STAGE) $(DATA)/stage-fetch-$(WEIGHT_NAME_$*).json --stage "fetch $(WEIGHT_NAME_$*)" --disk $@ -- \
+		$(FCN) data fetch $(WEIGHT_NAME_$*) --data-root $(DATA) $(FETCH_FLAGS)
 
 WEIGHT_NAME_VGG_ILSVRC_16_layers := vgg16
 WEIGHT_NAME_bvlc_reference_caffenet := caffenet
@@ -66,18 +74,21 @@ WEIGHT_NAME_bvlc_reference_caffenet := caffenet
 # ILSVRC classifiers converted with the reference's surgery (fc6/fc7 to convolutions, fc8 dropped).
 $(RUNS)/init/%-from-vgg16.pt: $(DATA)/weights/VGG_ILSVRC_16_layers.caffemodel
 	@mkdir -p $(@D)
-	$(CONVERT) $< $@ --net $* --from vgg16 $(CONVERT_FLAGS)
+	$(STAGE) $(@D)/stage-convert-$*-from-vgg16.json --stage "convert $* from vgg16" --disk $@ -- \
+		$(CONVERT) $< $@ --net $* --from vgg16 $(CONVERT_FLAGS)
 
 $(RUNS)/init/%-from-alexnet.pt: $(DATA)/weights/bvlc_reference_caffenet.caffemodel
 	@mkdir -p $(@D)
-	$(CONVERT) $< $@ --net $* --from alexnet $(CONVERT_FLAGS)
+	$(STAGE) $(@D)/stage-convert-$*-from-alexnet.json --stage "convert $* from alexnet" --disk $@ -- \
+		$(CONVERT) $< $@ --net $* --from alexnet $(CONVERT_FLAGS)
 
 # ---------------------------------------------------------------------------------------------
 # Training stages: $(RUNS)/<experiment>/final.pt, each from what the reference's solve.py loads.
 # ---------------------------------------------------------------------------------------------
 define train_from  # $(1) experiment, $(2) init file(s), $(3) data marker
 $(RUNS)/$(1)/final.pt: $(2) $(3)
-	$(FCN) train $(1) $(foreach f,$(2),--init $(f)) --data-root $(DATA) --device $(DEVICE) --out $(RUNS)/$(1) $(TRAIN_FLAGS) $(TRAIN_FLAGS_$(1))
+	$(STAGE) $(RUNS)/$(1)/stage-train.json --stage "train $(1)" --disk $(RUNS)/$(1) -- \
+		$(FCN) train $(1) $(foreach f,$(2),--init $(f)) --data-root $(DATA) --device $(DEVICE) --out $(RUNS)/$(1) $(TRAIN_FLAGS) $(TRAIN_FLAGS_$(1))
 endef
 
 VOC_DATA := $(DATA)/.fetched-sbd $(DATA)/.fetched-voc2011
@@ -105,7 +116,8 @@ $(eval $(call train_from,pascalcontext-fcn8s,$(RUNS)/pascalcontext-fcn16s/final.
 # Evaluation on the experiment's val/test split: $(RUNS)/eval/<experiment>/metrics.json
 $(RUNS)/eval/%/metrics.json: $(RUNS)/%/final.pt
 	@mkdir -p $(@D)
-	$(FCN) eval $* --weights $< --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
+	$(STAGE) $(@D)/stage-eval.json --stage "eval $*" --disk $(@D) -- \
+		$(FCN) eval $* --weights $< --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
 
 runs_of = $(foreach e,$(1),$(RUNS)/eval/$(e)/metrics.json)
 
@@ -119,27 +131,29 @@ TABLES ?= results/tables
 define tables_for  # $(1) results/<name>.md, $(2) metrics files
 $(1): $(2)
 	$(FCN) tables --runs $(RUNS)/eval --out $(TABLES)
+	@mkdir -p $$(@D)
 	cp $(TABLES)/index.md $(1)
 endef
 
-$(eval $(call tables_for,results/voc.md,$(call runs_of,$(VOC_RUNS))))
-$(eval $(call tables_for,results/nyud.md,$(call runs_of,$(NYUD_RUNS))))
-$(eval $(call tables_for,results/siftflow.md,$(call runs_of,$(SIFTFLOW_RUNS))))
-$(eval $(call tables_for,results/context.md,$(call runs_of,$(CONTEXT_RUNS))))
-$(eval $(call tables_for,results/alexnet.md,$(call runs_of,voc-fcn-alexnet)))
+$(eval $(call tables_for,$(RESULTS)/voc.md,$(call runs_of,$(VOC_RUNS))))
+$(eval $(call tables_for,$(RESULTS)/nyud.md,$(call runs_of,$(NYUD_RUNS))))
+$(eval $(call tables_for,$(RESULTS)/siftflow.md,$(call runs_of,$(SIFTFLOW_RUNS))))
+$(eval $(call tables_for,$(RESULTS)/context.md,$(call runs_of,$(CONTEXT_RUNS))))
+$(eval $(call tables_for,$(RESULTS)/alexnet.md,$(call runs_of,voc-fcn-alexnet)))
 
-reproduce-voc: results/voc.md
-reproduce-nyud: results/nyud.md
-reproduce-siftflow: results/siftflow.md
-reproduce-context: results/context.md
-reproduce-alexnet: results/alexnet.md
+reproduce-voc: $(RESULTS)/voc.md
+reproduce-nyud: $(RESULTS)/nyud.md
+reproduce-siftflow: $(RESULTS)/siftflow.md
+reproduce-context: $(RESULTS)/context.md
+reproduce-alexnet: $(RESULTS)/alexnet.md
 
 # The quick path: the released FCN caffemodels, converted and scored on seg11valid (no training).
 RELEASED := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
 $(RUNS)/released/%/metrics.json: $(VOC_DATA) | $(STAMP)
-	$(FCN) data fetch $* --data-root $(DATA)
+	$(FCN) data fetch $* --data-root $(DATA) $(FETCH_FLAGS)
 	@mkdir -p $(@D)
-	$(FCN) eval $* --weights $(DATA)/weights/$(RELEASED_FILE_$*) --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
+	$(STAGE) $(@D)/stage-eval.json --stage "eval released $*" --disk $(@D) -- \
+		$(FCN) eval $* --weights $(DATA)/weights/$(RELEASED_FILE_$*) --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
 
 RELEASED_FILE_voc-fcn32s := fcn32s-heavy-pascal.caffemodel
 RELEASED_FILE_voc-fcn16s := fcn16s-heavy-pascal.caffemodel
@@ -147,11 +161,11 @@ RELEASED_FILE_voc-fcn8s := fcn8s-heavy-pascal.caffemodel
 RELEASED_FILE_voc-fcn8s-atonce := fcn8s-atonce-pascal.caffemodel
 RELEASED_FILE_voc-fcn-alexnet := fcn-alexnet-pascal.caffemodel
 
-results/voc-released.md: $(foreach e,$(RELEASED),$(RUNS)/released/$(e)/metrics.json)
-	$(FCN) tables --runs $(RUNS)/released --out results/tables-released
-	cp results/tables-released/index.md $@
+$(RESULTS)/voc-released.md: $(foreach e,$(RELEASED),$(RUNS)/released/$(e)/metrics.json)
+	$(FCN) tables --runs $(RUNS)/released --out $(RESULTS)/tables-released
+	cp $(RESULTS)/tables-released/index.md $@
 
-reproduce-voc-released: results/voc-released.md
+reproduce-voc-released: $(RESULTS)/voc-released.md
 
 # ---------------------------------------------------------------------------------------------
 # The smoke run: the same stages on the shipped samples, reduced width, CPU, a few minutes.
@@ -176,6 +190,15 @@ reproduce-smoke: $(STAMP)
 	$(MAKE) --no-print-directory $(SMOKE_FLAGS) $(foreach e,voc-fcn32s voc-fcn16s voc-fcn8s,$(SMOKE)/eval/$(e)/metrics.json)
 	$(FCN) tables --runs $(SMOKE)/eval --out results/smoke
 	$(PY) -m reproduce.smoke_check $(SMOKE) results/smoke
+
+# ---------------------------------------------------------------------------------------------
+# The dry run: `make reproduce-voc` itself at full size (full-width nets, a VGG16-sized caffemodel,
+# the shipped samples through a loopback mirror), 2 iterations per stage, killed once and rerun.
+# About 10 minutes and 9 GB of disk on 2 CPU cores: not part of .ci/run (reproduce/dryrun.py).
+DRYRUN ?= runs/dryrun
+
+reproduce-voc-dryrun: $(STAMP)
+	$(PY) -m reproduce.dryrun $(DRYRUN) --fresh
 
 # ---------------------------------------------------------------------------------------------
 bench: $(STAMP)
