@@ -128,7 +128,10 @@ def _cached(module: nn.Module, make: Callable[[torch.Tensor], Any]) -> Any:
     hit = _CACHE.get(module)
     if hit is not None and hit[0][0]() is w and hit[0][1] == key:
         return hit[1]
-    with torch.no_grad():
+    # Built outside inference mode even when called inside it: an inference tensor could not be
+    # used by a later grad-mode forward (the fixed deconvolutions' depthwise weight is saved for
+    # backward there), and a normal tensor serves inference mode just as well.
+    with torch.inference_mode(False), torch.no_grad():
         value = make(w.detach())
     _CACHE[module] = ((weakref.ref(w), key), value)
     return value

@@ -132,10 +132,12 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
               help="NYUD filled-in depth PNG, one per IMAGE in order (nyud-fcn32s-color-d).")
 @DEVICE
 @WIDTH
+@click.option("--force", is_flag=True, help="Replace existing outputs (an input file is never overwritten).")
 def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_dir: Path, hha: tuple[Path, ...],
-                  depth: tuple[Path, ...], device: str, width: float) -> None:
+                  depth: tuple[Path, ...], device: str, width: float, force: bool) -> None:
     """Segment IMAGE files with EXPERIMENT's net: writes <stem>.png (VOC-palette class indices;
-    SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction)."""
+    SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction).
+    Existing outputs are kept unless --force."""
     from reproduce.infer import infer_files
     exp = experiments.get(experiment)
     extra = {"hha": hha, "depth": depth}
@@ -145,7 +147,7 @@ def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_
     dev = _device(device)
     net, _ = _load(exp, weights, width, dev)
     try:
-        written = infer_files(net, exp, images, out_dir, extra=extra, device=dev)
+        written = infer_files(net, exp, images, out_dir, extra=extra, device=dev, force=force)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     click.echo(f"wrote {len(written)} files to {out_dir}")

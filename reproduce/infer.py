@@ -210,14 +210,51 @@ def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Seque
     return out
 
 
+def planned_outputs(experiment: Experiment, images: Sequence[str | os.PathLike],
+                    out_dir: str | os.PathLike) -> list[list[Path]]:
+    """Per image (stem S), the files `infer_files` writes into out_dir, in writing order:
+    S.png (SIFT Flow: S_sem.png, S_geo.png), then S_side.png."""
+    suffixes = [""] if len(experiment.labels) == 1 else [f"_{k}" for k in experiment.labels]
+    out_dir = Path(out_dir)
+    return [[out_dir / f"{Path(p).stem}{s}.png" for s in suffixes] + [out_dir / f"{Path(p).stem}_side.png"]
+            for p in images]
+
+
+def check_outputs(outputs: Sequence[Path], inputs: Sequence[str | os.PathLike], *, force: bool = False) -> None:
+    """Refuse (ValueError, before anything is written) outputs that would overwrite an input file
+    (compared after resolving symlinks, and as the same file: hard links), even with `force`;
+    two outputs of one name; and, unless `force`, outputs that exist already."""
+    resolved = {Path(p).resolve(): Path(p) for p in inputs}
+    seen: dict[Path, Path] = {}
+    existing = []
+    for out in outputs:
+        target = out.resolve()
+        source = resolved.get(target) or next(
+            (p for p in inputs if out.exists() and Path(p).exists() and out.samefile(p)), None)
+        if source is not None:
+            raise ValueError(f"{out}: writing the prediction there would overwrite the input file {source}; "
+                             "choose another --out folder")
+        if target in seen:
+            raise ValueError(f"{out}: two outputs of this name (images with clashing names, e.g. "
+                             f"'a.png' and 'a_side.png'); their outputs would overwrite each other")
+        seen[target] = out
+        if out.exists() or out.is_symlink():
+            existing.append(out)
+    if existing and not force:
+        shown = ", ".join(map(str, existing[:3])) + (f", ... ({len(existing)} in all)" if len(existing) > 3 else "")
+        raise ValueError(f"{shown} already exist{'s' if len(existing) == 1 else ''}: not overwriting "
+                         "(give --force to replace existing outputs)")
+
+
 def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike],
                 out_dir: str | os.PathLike, *, extra: Mapping[str, Sequence[str | os.PathLike]] | None = None,
-                device: str | torch.device = "cpu", progress: bool = True) -> list[Path]:
+                device: str | torch.device = "cpu", progress: bool = True, force: bool = False) -> list[Path]:
     """Predict every image and write, per image stem S, into out_dir:
     S.png (the argmax as a VOC-palette PNG; SIFT Flow: S_sem.png and S_geo.png) and
     S_side.png (input | prediction(s), RGB). `images` feed the experiment's first input; `extra`
     gives the files of its other inputs (e.g. {"hha": [...]}) in the same order.
-    Returns the paths written."""
+    Every output is checked before the first is written (`check_outputs`): an input file is never
+    overwritten, an existing output only with `force`. Returns the paths written."""
     extra = dict(extra or {})
     first, others = experiment.inputs[0], experiment.inputs[1:]
     for key in others:
@@ -228,8 +265,9 @@ def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[s
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise ValueError(f"images share file names {dupes}; their outputs would overwrite each other")
-    out_dir = Path(out_dir)
-    suffixes = [""] if len(experiment.labels) == 1 else [f"_{k}" for k in experiment.labels]
+    outputs = planned_outputs(experiment, images, out_dir)
+    inputs = list(images) + [p for k in others for p in extra[k]]
+    check_outputs([p for per_image in outputs for p in per_image], inputs, force=force)
     written: list[Path] = []
     with progress_bar(range(len(images)), "infer", show=progress) as bar:
         for i in bar:
@@ -237,8 +275,8 @@ def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[s
             sample = preprocess(experiment, paths)
             preds = predict(net, experiment, sample, device=device)
             panels = [Image.fromarray(read_rgb(images[i]))]
-            for suffix, pred in zip(suffixes, preds):
-                written.append(save_png_atomic(label_image(pred), out_dir / f"{stems[i]}{suffix}.png"))
+            for path, pred in zip(outputs[i], preds):
+                written.append(save_png_atomic(label_image(pred), path))
                 panels.append(colorize(pred))
-            written.append(save_png_atomic(side_by_side(panels), out_dir / f"{stems[i]}_side.png"))
+            written.append(save_png_atomic(side_by_side(panels), outputs[i][-1]))
     return written

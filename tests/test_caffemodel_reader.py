@@ -245,3 +245,27 @@ def test_unknown_v1_enum_is_kept():
 
 def test_error_is_a_value_error():
     assert issubclass(CaffeFormatError, ValueError)
+
+
+@pytest.mark.parametrize("path, v1", [(V1_LENET, True), (V2_LENET, False)])
+def test_a_real_file_with_a_layer_appended_twice_is_refused(path, v1):
+    """The real LeNet files repeat no layer name; appending a second `ip2` (a protobuf repeated
+    field concatenates) or a second blob-less `relu1` shows which repeats are refused."""
+    data = path.read_bytes()
+    make = enc.layer_v1 if v1 else enc.layer_v2
+    ip2 = make("ip2", "InnerProduct", [enc.blob(np.zeros((10, 500), np.float32), legacy=v1)])
+    twice = data + enc.to_bytes(enc.net([ip2], v1=v1)[1:])  # the layer entry alone, no net name
+    with pytest.raises(CaffeFormatError, match=r"layer 'ip2', byte offset \d+: layer name occurs twice "
+                                               r"\(layers #7 and #9\)"):
+        parse_net(twice, "twice.caffemodel")
+    relu = make("relu1", "ReLU", [])
+    assert len(parse_net(data + enc.to_bytes(enc.net([relu], v1=v1)[1:])).layers) == 10
+
+
+@pytest.mark.parametrize("kind, most", [("Convolution", 2), ("InnerProduct", 2), ("Deconvolution", 2),
+                                        ("Scale", 2), ("PReLU", 1)])
+def test_more_blobs_than_the_layer_type_has_is_refused(kind, most):
+    blobs = [np.ones(3, np.float32)] * (most + 1)
+    with pytest.raises(CaffeFormatError, match=rf"layer 'x'.*holds {most + 1} blobs, a {kind} has at most {most}"):
+        parse_net(enc.to_bytes(enc.encode([("x", kind, blobs)])))
+    assert len(parse_net(enc.to_bytes(enc.encode([("x", kind, blobs[:most])]))).layers[0].blobs) == most

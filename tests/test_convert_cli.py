@@ -1,6 +1,10 @@
 """`convert-caffe` through click's CliRunner: listing, dumps, --net / --from / --hha, bad input."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -127,7 +131,9 @@ def test_staged_conversion_from_a_converted_pt(models, tmp_path):
         np.testing.assert_array_equal(f["fc6.weight"], before["fc6.weight"].numpy())
     # the source is checked against --from
     result = run(fcn32s, tmp_path / "x.pt", "--net", "voc-fcn8s", "--from", "voc-fcn16s", "--width", W)
-    assert result.exit_code == 2 and "does not hold voc-fcn16s's weights" in result.output
+    assert result.exit_code == 2
+    assert (f"{fcn32s} does not hold voc-fcn16s: it lacks upscore2, score_pool4, upscore16 and has "
+            "layers voc-fcn16s does not: upscore") in result.output
 
 
 def test_color_d_and_late_fusion(models, tmp_path):
@@ -155,7 +161,7 @@ def test_truncated_file_exit_2_names_layer_and_offset_and_keeps_dst(models, tmp_
     bad.write_bytes(data[:fc6.offset + 1000])
     dst = tmp_path / "out.pt"
     dst.write_bytes(b"previous result")
-    result = run(bad, dst, "--net", "voc-fcn32s", "--from", "vgg16", "--width", W)
+    result = run(bad, dst, "--net", "voc-fcn32s", "--from", "vgg16", "--width", W, "--force")
     assert result.exit_code == 2
     assert "layer 'fc6'" in result.output and "byte offset" in result.output and str(bad) in result.output
     assert dst.read_bytes() == b"previous result"
@@ -191,3 +197,129 @@ def test_not_a_caffemodel_exit_2(tmp_path):
     result = run(src, tmp_path / "o.npz")
     assert result.exit_code == 2 and "not a Caffe .caffemodel" in result.output
     assert not (tmp_path / "o.npz").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# refusals: repeated layer names, extra blobs, existing outputs, empty sources, --from mismatches
+
+
+@pytest.fixture(scope="module")
+def twice(tmp_path_factory):
+    """voc-fcn32s weights with score_fr stored twice (the second copy + 1)."""
+    layers = fcn_model("voc-fcn32s")
+    again = ("score_fr", "Convolution", [b + 1 for b in dict((n, b) for n, _, b in layers)["score_fr"]])
+    return enc.write_caffemodel(tmp_path_factory.mktemp("twice") / "twice.caffemodel", layers + [again])
+
+
+@pytest.mark.parametrize("args", [[], ["--net", "voc-fcn32s"], ["--net", "voc-fcn16s", "--from", "voc-fcn32s"],
+                                  ["--list"]], ids=["dump", "net", "from", "list"])
+def test_repeated_layer_name_is_refused_in_every_mode(twice, tmp_path, args):
+    """Before: the dump refused it, but --net / --from silently took the second copy."""
+    dst = tmp_path / "out.pt"
+    result = run(twice, dst, *args, "--width", W)
+    assert result.exit_code == 2
+    assert f"{twice}: layer 'score_fr', byte offset" in result.output and "occurs twice" in result.output
+    assert not dst.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [[], ["--net", "voc-fcn32s"]], ids=["dump", "net"])
+def test_extra_blob_is_refused_naming_layer_and_counts(tmp_path, args):
+    """Before: with --net the third blob was dropped and the conversion succeeded."""
+    layers = [(n, k, b + [b[-1]] if n == "fc7" else b) for n, k, b in fcn_model("voc-fcn32s")]
+    src = enc.write_caffemodel(tmp_path / "extra.caffemodel", layers)
+    result = run(src, tmp_path / "out.pt", *args, "--width", W)
+    assert result.exit_code == 2
+    assert "layer 'fc7'" in result.output and "holds 3 blobs, a Convolution has at most 2" in result.output
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_existing_output_is_kept_unless_force(tmp_path):
+    """Before: an unrelated existing .h5 was replaced without a word."""
+    dst = tmp_path / "results.h5"
+    with h5py.File(dst, "w") as f:
+        f["unrelated"] = np.arange(3)
+    before = dst.read_bytes()
+    result = run(V1_LENET, dst)
+    assert result.exit_code == 2
+    assert f"{dst} already exists" in result.output and "--force" in result.output
+    assert dst.read_bytes() == before
+    result = run(V1_LENET, dst, "--force")
+    assert result.exit_code == 0, result.output
+    with h5py.File(dst) as f:
+        assert "unrelated" not in f and f["conv1"]["0"].shape == (20, 1, 5, 5)
+
+
+def test_output_that_is_the_input_is_refused_even_with_force(tmp_path):
+    src = tmp_path / "lenet.pt"
+    assert run(V1_LENET, src).exit_code == 0
+    before = src.read_bytes()
+    link = tmp_path / "link.pt"
+    link.symlink_to(src)
+    for dst in (src, link):
+        result = run(src, dst, "--force")
+        assert result.exit_code == 2 and "DST is the input file" in result.output
+    assert src.read_bytes() == before
+
+
+def test_source_without_weights_is_an_error(tmp_path):
+    """Before: 'wrote out.npz (0 arrays)', exit 0."""
+    src = enc.write_caffemodel(tmp_path / "empty.caffemodel", [("data", "Data", []), ("relu", "ReLU", [])])
+    result = run(src, tmp_path / "out.npz")
+    assert result.exit_code == 2
+    assert f"{src}: no layer holds any weights (2 layers, 0 blobs)" in result.output
+    torch.save({}, tmp_path / "empty.pt")
+    result = run(tmp_path / "empty.pt", tmp_path / "out.npz")
+    assert result.exit_code == 2 and "empty.pt: no layer holds any weights" in result.output
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_from_mismatch_says_which_file_lacks_which_layers(models, tmp_path):
+    result = run(V1_LENET, tmp_path / "o.pt", "--net", "voc-fcn32s", "--from", "vgg16", "--width", W)
+    assert result.exit_code == 2
+    assert (f"{V1_LENET} does not hold vgg16: it lacks conv1_1, conv1_2, conv2_1, conv2_2, conv3_1, "
+            "conv3_2, conv3_3, conv4_1, ... (16 in all) and has layers vgg16 does not: conv1, conv2, ip1, ip2"
+            ) in result.output
+    # the --hha file is checked too: here a VGG16 instead of the HHA FCN-32s
+    result = run(models["color"], tmp_path / "o.pt", "--net", "nyud-fcn32s-color-hha", "--from",
+                 "nyud-fcn32s-color", "--hha", models["vgg16"], "--width", W)
+    assert result.exit_code == 2
+    assert (f"{models['vgg16']} does not hold nyud-fcn32s-hha: it lacks score_fr, upscore and has layers "
+            "nyud-fcn32s-hha does not: fc8") in result.output
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_temporaries_of_a_killed_conversion_are_removed_at_the_next_start(tmp_path):
+    """A conversion killed mid-write (os._exit: no cleanup runs, as with SIGKILL) leaves its
+    temporary; the next conversion to the same DST removes it and says so. Temporaries of a
+    running conversion and of other files are kept."""
+    dst = tmp_path / "lenet.npz"
+    killed = textwrap.dedent(f"""
+        import os
+        import weight_convert.writers as w
+        def die(tmp, arrays, dtypes, release):
+            tmp.write_bytes(b"half")
+            os._exit(137)
+        w._write_npz = die
+        from weight_convert.cli import main
+        main([{str(V1_LENET)!r}, {str(dst)!r}])
+    """)
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", killed], cwd=root).returncode == 137
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 1 and left[0].startswith(".lenet.npz.") and left[0].endswith(".tmp")
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        keep = [tmp_path / f".lenet.npz.{running.pid}.abcd1234.tmp", tmp_path / ".lenet.npz.x.npz.1.ab.tmp",
+                tmp_path / ".other.npz.1.abcd1234.tmp"]
+        for p in keep:
+            p.write_bytes(b"x")
+        old_style = tmp_path / ".lenet.npz.k3j_x9q2.tmp"  # named before the pid was part of the name
+        old_style.write_bytes(b"x")
+        result = run(V1_LENET, dst)
+    finally:
+        running.kill()
+        running.wait()
+    assert result.exit_code == 0, result.output
+    assert (f"removed 2 temporary file(s) left by an interrupted conversion to {dst}: "
+            f"{', '.join(sorted([left[0], old_style.name]))}") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dst.name] + [p.name for p in keep])

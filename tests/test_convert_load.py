@@ -10,7 +10,8 @@ import torch
 from torch.nn import functional as F
 
 import nets
-from weight_convert import WeightMismatchError, convert, load_caffemodel, load_fusion, read_caffemodel
+from weight_convert import (CaffeFormatError, CaffeLayer, WeightMismatchError, convert, load_caffemodel, load_fusion,
+                            parse_net, read_caffemodel)
 
 try:
     from tests import caffe_encoder as enc
@@ -265,14 +266,52 @@ def test_double_data_loads_as_float32(tmp_path):
     np.testing.assert_array_equal(net.conv1_1.weight.detach().numpy(), blobs_of(layers)["conv1_1"][0])
 
 
-def test_duplicate_layer_names_the_later_one_wins_like_caffe():
+def test_duplicate_layer_name_is_refused_naming_the_layer(tmp_path):
+    """Before: the later score_fr silently won (Caffe's copy_from). Now the load refuses."""
     layers = fcn_layers("voc-fcn32s", seed=8)
     again = [("score_fr", "Convolution", [b + 1 for b in blobs_of(layers)["score_fr"]])]
-    from weight_convert import parse_net
-    parsed = parse_net(enc.to_bytes(enc.encode(layers + again)))
+    path = enc.write_caffemodel(tmp_path / "twice.caffemodel", layers + again)
     net = nets.build("voc-fcn32s", width=W)
-    load_caffemodel(net, parsed)
-    np.testing.assert_array_equal(net.score_fr.bias.detach().numpy(), again[0][2][1])
+    before = state(net)
+    with pytest.raises(CaffeFormatError, match=r"layer 'score_fr'.*occurs twice"):
+        load_caffemodel(net, path, strict=False)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    decoded = [CaffeLayer(name, kind, blobs) for name, kind, blobs in layers + again]
+    with pytest.raises(CaffeFormatError, match=r"<layers>: layer 'score_fr': layer name occurs twice"):
+        load_caffemodel(net, decoded, strict=False)
+
+
+def test_blobless_layers_may_share_a_name():
+    """A train_val net has two data layers of one name (one per phase); nothing is read from them."""
+    layers = fcn_layers("voc-fcn32s", seed=8)
+    parsed = parse_net(enc.to_bytes(enc.encode([("data", "Data", [])] + layers)))
+    assert [layer.name for layer in parsed.layers].count("data") == 2
+    assert load_caffemodel(nets.build("voc-fcn32s", width=W), parsed).complete
+
+
+def test_extra_blob_in_a_matched_layer_is_refused_with_the_counts(tmp_path):
+    """Before: a third blob of score_fr was dropped (listed, not refused). Now: refused."""
+    layers = fcn_layers("voc-fcn32s", seed=9)
+    blobs = blobs_of(layers)["score_fr"]
+    # a Convolution holds at most weight + bias: refused as soon as the file is read
+    conv3 = [(n, k, b + [b[1]] if n == "score_fr" else b) for n, k, b in layers]
+    path = enc.write_caffemodel(tmp_path / "conv3.caffemodel", conv3)
+    with pytest.raises(CaffeFormatError, match=r"layer 'score_fr'.*holds 3 blobs, a Convolution has at most 2"):
+        load_caffemodel(nets.build("voc-fcn32s", width=W), path)
+    # a type without a known bound (here a dump read back): refused against the net's layer
+    dump = {f"{n}/{i}": torch.from_numpy(b) for n, _, bl in layers for i, b in enumerate(bl)}
+    dump["score_fr/2"] = torch.from_numpy(blobs[1])
+    net = nets.build("voc-fcn32s", width=W)
+    before = state(net)
+    with pytest.raises(WeightMismatchError, match=r"layer 'score_fr': <state dict> holds 3 blobs, "
+                                                  r"voc-fcn32s's score_fr takes 2 \(weight, bias\)"):
+        load_caffemodel(net, dump, strict=False)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    # an upscore (weight only) with a bias blob: refused too, not dropped
+    dump2 = {f"{n}/{i}": torch.from_numpy(b) for n, _, bl in layers for i, b in enumerate(bl)}
+    dump2["upscore/1"] = torch.zeros(dump2["upscore/0"].shape[1])
+    with pytest.raises(WeightMismatchError, match=r"layer 'upscore'.*holds 2 blobs.*takes 1 \(weight\)"):
+        load_caffemodel(nets.build("voc-fcn32s", width=W), dump2)
 
 
 def test_dump_without_net_reads_back_as_a_source(files, tmp_path):

@@ -306,3 +306,31 @@ def test_fast_mode_deviation_is_bounded():
     assert (approx.argmax(1) == exact.argmax(1)).float().mean() > 0.9
     with pytest.raises(ValueError, match="eval"):
         fast_mode(fast.train(), freeze=True)
+
+
+@pytest.mark.parametrize("name", ["voc-fcn8s", "nyud-fcn16s-color-hha"])
+def test_training_after_an_inference_mode_forward(name, monkeypatch):
+    """Before: after a forward under inference_mode, a training backward failed with "Inference
+    tensors cannot be saved for backward" (the cached depthwise deconvolution weight was an
+    inference tensor). Now the cache is built outside inference mode and serves both modes:
+    the gradients are those of a net that never ran under inference_mode."""
+    used, _ = pair(name)
+    fresh = copy.deepcopy(used)  # the same weights, no cache entries
+    xs = inputs(used, 45, 61)
+    with torch.inference_mode():
+        used.eval()(*xs)
+    cached = {m: nf._CACHE[m][1] for m in used.modules() if m in nf._CACHE}
+    deconvs = [m for m in cached if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert deconvs and not any(t.is_inference() for t in cached.values() if isinstance(t, torch.Tensor))
+    depthwise = []
+    real = F.conv_transpose2d
+    monkeypatch.setattr(F, "conv_transpose2d", lambda x, w, *a, **k: depthwise.append(w) or real(x, w, *a, **k))
+    out_a, xg_a, g_a = _train_step(used, xs)
+    assert any(w is cached[m] for m in deconvs for w in depthwise)  # the cached weight was reused
+    out_b, xg_b, g_b = _train_step(fresh, xs)
+    assert_same_scores(out_a, out_b)
+    assert g_a.keys() == g_b.keys() and g_a
+    for n in g_b:
+        assert torch.equal(g_a[n], g_b[n]), n
+    for a, b in zip(xg_a, xg_b):
+        assert torch.equal(a, b)

@@ -154,7 +154,7 @@ def test_fcn_infer_color_d_reads_filled_depth_and_refuses_holes(tmp_path):
     assert np.all(np.array(Image.open(tmp_path / "out" / "room.png")) == 7)
     depth[3, 4] = 0
     Image.fromarray(depth).save(tmp_path / "holes.png")
-    bad = CliRunner().invoke(infer_command, args + ["--depth", str(tmp_path / "holes.png")])
+    bad = CliRunner().invoke(infer_command, args + ["--depth", str(tmp_path / "holes.png"), "--force"])
     assert bad.exit_code != 0 and "holes.png" in bad.output
 
 
@@ -164,3 +164,71 @@ def test_fcn_infer_refuses_inputs_the_experiment_does_not_take(tmp_path):
     result = CliRunner().invoke(infer_command, ["voc-fcn32s", "--weights", str(weights), str(tmp_path / "a.png"),
                                                 "--hha", str(tmp_path / "a.png"), "--width", str(WIDTH)])
     assert result.exit_code != 0 and "--hha" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# never over an input, never over an existing file without --force
+
+
+def _infer(weights, *args):
+    return CliRunner().invoke(infer_command, ["voc-fcn32s", "--weights", str(weights), *map(str, args),
+                                              "--width", str(WIDTH), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+def test_fcn_infer_never_writes_over_its_input(tmp_path, force):
+    """Before: `fcn infer ... out/photo.png --out out` replaced the photo by its label map."""
+    weights = rigged_weights(tmp_path, "voc-fcn32s")
+    out = tmp_path / "out"
+    out.mkdir()
+    write_rgb(out / "photo.png", 12, 14)
+    before = (out / "photo.png").read_bytes()
+    result = _infer(weights, out / "photo.png", "--out", out, *force)
+    assert result.exit_code != 0
+    assert f"{out / 'photo.png'}: writing the prediction there would overwrite the input file" in result.output
+    assert (out / "photo.png").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["photo.png"]   # nothing half-done (no photo_side.png)
+
+
+@pytest.mark.parametrize("link", ["symlink_to", "hardlink_to"])
+def test_fcn_infer_sees_through_symlinks_and_hard_links(tmp_path, link):
+    """out/photo.png is the input photo under another path: refused, even with --force."""
+    weights = rigged_weights(tmp_path, "voc-fcn32s")
+    write_rgb(tmp_path / "photo.png", 12, 14)
+    before = (tmp_path / "photo.png").read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    getattr(out / "photo.png", link)(tmp_path / "photo.png")
+    result = _infer(weights, tmp_path / "photo.png", "--out", out, "--force")
+    assert result.exit_code != 0
+    assert f"would overwrite the input file {tmp_path / 'photo.png'}" in result.output
+    assert (tmp_path / "photo.png").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["photo.png"]
+
+
+def test_fcn_infer_keeps_existing_outputs_unless_force(tmp_path):
+    weights = rigged_weights(tmp_path, "voc-fcn32s")
+    write_rgb(tmp_path / "a.png", 12, 14, seed=1)
+    write_rgb(tmp_path / "b.png", 12, 14, seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_side.png").write_bytes(b"an earlier result")
+    result = _infer(weights, tmp_path / "a.png", tmp_path / "b.png", "--out", out)
+    assert result.exit_code != 0
+    assert f"{out / 'b_side.png'} already exists" in result.output and "--force" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["b_side.png"]      # a.png's outputs not written either
+    assert (out / "b_side.png").read_bytes() == b"an earlier result"
+    result = _infer(weights, tmp_path / "a.png", tmp_path / "b.png", "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_side.png", "b.png", "b_side.png"]
+    with Image.open(out / "b_side.png") as side:
+        assert side.size == (14 + 4 + 14, 12)
+
+
+def test_fcn_infer_refuses_images_whose_outputs_clash(tmp_path):
+    weights = rigged_weights(tmp_path, "voc-fcn32s")
+    write_rgb(tmp_path / "a.png", 8, 8)
+    write_rgb(tmp_path / "a_side.jpg", 8, 8)
+    result = _infer(weights, tmp_path / "a.png", tmp_path / "a_side.jpg", "--out", tmp_path / "out")
+    assert result.exit_code != 0 and "two outputs of this name" in result.output
+    assert not (tmp_path / "out").exists()

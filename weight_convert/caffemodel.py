@@ -34,6 +34,17 @@ the reader creates (layers, blobs, copies of unpacked data) are charged against 
 twice the input size plus 1 MiB, so that a crafted file of thousands of empty messages is
 refused rather than inflated ~70x. Any problem raises ``CaffeFormatError`` naming the file,
 the layer and the absolute byte offset.
+
+Layer checks (``check_layers``, run on every decoded file, so they hold for the dump, --list,
+--net, --from and ``load_caffemodel`` alike):
+    - a layer name that occurs twice is refused when any of its copies holds blobs: which copy's
+      weights were meant is ambiguous (Caffe's copy_from would silently take the later one).
+      Blob-less layers (ReLU, Pooling, Data, ...) may share a name: a train_val prototxt has two
+      data layers of one name (one per phase), and nothing is read from them. Neither real LeNet
+      file (tests/fixtures/caffemodels) repeats any name.
+    - a layer holding more blobs than its type has is refused (``MAX_BLOBS``: Convolution,
+      Deconvolution, InnerProduct, Scale, Embed: weight + bias; Bias, PReLU: 1; BatchNorm: 3).
+      Layers of other types are bounded when they are matched onto a net (``load.plan_transfer``).
 """
 from __future__ import annotations
 
@@ -258,6 +269,7 @@ class _Decoder:
         if len(formats) > 1:
             self.fail("the file mixes V1 `layers` (field 2) and V2 `layer` (field 100) entries",
                       0)
+        check_layers(layers, self.label)
         return net_name, formats.pop(), layers
 
     def peek_layer_name(self, pos: int, end: int, v1: bool) -> str | None:
@@ -516,3 +528,27 @@ def canonical_legacy_shape(layer_type: str, index: int, shape: tuple[int, ...]) 
     if layer_type == "InnerProduct" and index == 0 and n == c == 1:
         return (h, w)
     return shape
+
+
+#: Most blobs a layer of each type holds in Caffe (weight, then bias / the other statistics).
+MAX_BLOBS = {"Convolution": 2, "Deconvolution": 2, "InnerProduct": 2, "Scale": 2, "Embed": 2,
+             "Bias": 1, "PReLU": 1, "BatchNorm": 3}
+
+
+def check_layers(layers: list[CaffeLayer], label: str, *, offsets: bool = True) -> None:
+    """Refuse a repeated layer name among layers with blobs, and more blobs than a layer's type
+    has (see the module docstring); ``CaffeFormatError`` names ``label`` and the layer (and the
+    byte offsets, when ``offsets``: the layers were decoded from a file)."""
+    first: dict[str, tuple[int, CaffeLayer]] = {}
+    for index, layer in enumerate(layers):
+        shown = _Decoder.layer_label(layer.name, index)
+        at = layer.offset if offsets else None
+        most = MAX_BLOBS.get(layer.type)
+        if most is not None and len(layer.blobs) > most:
+            raise CaffeFormatError(label, f"{layer.type} layer holds {len(layer.blobs)} blobs, a "
+                                          f"{layer.type} has at most {most}", offset=at, layer=shown)
+        earlier_index, earlier = first.setdefault(layer.name, (index, layer))
+        if earlier is not layer and (earlier.blobs or layer.blobs):
+            raise CaffeFormatError(label, f"layer name occurs twice (layers #{earlier_index} and "
+                                          f"#{index}): which copy's weights are meant is "
+                                          "ambiguous", offset=at, layer=shown)

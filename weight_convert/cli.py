@@ -1,8 +1,10 @@
 """The ``convert-caffe`` command: .caffemodel -> PyTorch state dict (.pt), HDF5 (.h5) or .npz.
 
 Exit status: 0 on success; 2 for any error (unreadable or corrupted caffemodel, unknown --net,
-a shape that does not fit, a parameter left unfilled without --from). On error DST is not
-created (everything is written to a temporary file that is renamed onto DST at the end).
+a shape that does not fit, a parameter left unfilled without --from, a source with no weights,
+an existing DST without --force). On error DST is not created (everything is written to a
+temporary file that is renamed onto DST at the end); the temporaries a killed conversion leaves
+are removed by the next conversion to the same DST.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import nets
 from .convert import BASE_NETS, convert, describe_layers
 from .errors import CaffeFormatError, WeightMismatchError
 from .sources import open_source
-from .writers import SUFFIXES
+from .writers import SUFFIXES, remove_stale_temporaries
 
 
 class ConvertError(click.ClickException):
@@ -37,14 +39,21 @@ class ConvertError(click.ClickException):
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Trunk width multiplier of --net (reduced-width nets for tests).")
 @click.option("--list", "list_layers", is_flag=True, help="Print SRC's layers, types and blob shapes.")
+@click.option("--force", is_flag=True, help="Replace DST if it exists (never SRC or --hha).")
 def main(src: Path, dst: Path | None, net_name: str | None, from_name: str | None, hha: Path | None,
-         width: float, list_layers: bool) -> None:
+         width: float, list_layers: bool, force: bool) -> None:
     """Convert the Caffe weights in SRC (.caffemodel, or a converted .pt) to DST (.pt, .h5 or .npz)."""
     if dst is None and not list_layers:
         raise click.UsageError("missing DST (or use --list)")
     if dst is not None and dst.suffix.lower() not in SUFFIXES:
         raise click.BadParameter(f"{dst}: the output format follows the suffix: {', '.join(SUFFIXES)}",
                                  param_hint="DST")
+    if dst is not None:
+        check_destination(dst, [src] + ([hha] if hha is not None else []), force)
+        stale = remove_stale_temporaries(dst)
+        if stale:
+            click.echo(f"removed {len(stale)} temporary file(s) left by an interrupted conversion to "
+                       f"{dst}: {', '.join(p.name for p in stale)}")
     try:
         if list_layers:
             source = open_source(src)
@@ -59,6 +68,15 @@ def main(src: Path, dst: Path | None, net_name: str | None, from_name: str | Non
     except OSError as e:
         raise ConvertError(f"{e.filename or src}: {e.strerror or e}") from None
     click.echo(f"wrote {result.dst} ({len(result.entries)} arrays)")
+
+
+def check_destination(dst: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse a DST that is one of the inputs (even with --force), or that exists without --force."""
+    for path in inputs:
+        if dst.resolve() == path.resolve() or (dst.exists() and dst.samefile(path)):
+            raise ConvertError(f"{dst}: DST is the input file {path}; write the result elsewhere")
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise ConvertError(f"{dst} already exists: not overwriting it (give --force to replace it)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import surgery as surg
 from .errors import WeightMismatchError
-from .load import LoadReport, check_complete, plan_transfer
+from .load import LoadReport, check_complete, plan_transfer, target_layers
 from .sources import OpenedSource, open_source
 from .writers import write_arrays
 
@@ -45,16 +45,17 @@ class ConvertResult:
 
 
 def dump_entries(source: OpenedSource) -> dict[str, np.ndarray]:
-    """Every blob of every layer as ``<layer>/<index>``, in file order (the no --net dump)."""
-    entries: dict[str, np.ndarray] = {}
-    for layer in source.layers:
-        for i, blob in enumerate(layer.blobs):
-            key = f"{layer.name}/{i}"
-            if key in entries:
-                raise WeightMismatchError(f"{source.label}: layer name {layer.name!r} occurs twice",
-                                          layer=layer.name)
-            entries[key] = blob
-    return entries
+    """Every blob of every layer as ``<layer>/<index>``, in file order (the no --net dump).
+
+    Layer names are unique among layers with blobs (``caffemodel.check_layers``)."""
+    return {f"{layer.name}/{i}": blob for layer in source.layers for i, blob in enumerate(layer.blobs)}
+
+
+def check_has_blobs(source: OpenedSource) -> None:
+    """Refuse a source in which no layer holds a blob: there is nothing to convert."""
+    if not any(layer.blobs for layer in source.layers):
+        raise WeightMismatchError(f"{source.label}: no layer holds any weights ({len(source.layers)} "
+                                  "layers, 0 blobs): nothing to convert")
 
 
 def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_name: str | None = None,
@@ -72,6 +73,7 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
     """
     dst = Path(dst)
     source = open_source(src)
+    check_has_blobs(source)
     if net_name is None:
         if from_name is not None or hha is not None:
             raise WeightMismatchError("--from and --hha need --net")
@@ -83,7 +85,11 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
         check_source_is(source, from_name, width)
     sources = [(source, "")]
     if hha is not None:
-        sources = [(source, surg.FUSION_SUFFIXES[0]), (open_source(hha), surg.FUSION_SUFFIXES[1])]
+        hha_source = open_source(hha)
+        check_has_blobs(hha_source)
+        if from_name is not None:
+            check_source_is(hha_source, HHA_STREAM.get(from_name, from_name), width)
+        sources = [(source, surg.FUSION_SUFFIXES[0]), (hha_source, surg.FUSION_SUFFIXES[1])]
     elif net_name in FUSION_NETS and from_name is not None and from_name not in FUSION_NETS:
         raise WeightMismatchError(f"{net_name} is built from two FCN-32s: give the HHA one with --hha")
     shapes, _ = build_net(net_name, width, meta=lambda name: True)
@@ -111,6 +117,8 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
 
 
 FUSION_NETS = ("nyud-fcn32s-color-hha", "nyud-fcn16s-color-hha")
+#: What the --hha file of a late-fusion conversion holds, given what SRC (the colour stream) holds.
+HHA_STREAM = {"nyud-fcn32s-color": "nyud-fcn32s-hha"}
 
 
 def build_net(name: str, width: float, meta: Callable[[str], bool]) -> tuple[dict[str, tuple[int, ...]], nn.Module]:
@@ -172,32 +180,40 @@ def _build_recording(nets_module, name: str, width: float, to_meta: Callable[[in
 
 
 def check_source_is(source: OpenedSource, from_name: str, width: float) -> None:
-    """Check that ``source`` holds ``from_name``'s layers (a nets name, or a BASE_NETS name):
-    every source layer with blobs must be one of its layers, with matching shapes for nets."""
+    """Check that ``source`` holds ``from_name``'s layers (a nets name, or a BASE_NETS name): its
+    layers with blobs must be exactly ``from_name``'s layers with parameters, with matching shapes
+    for nets. The error says which layers the source lacks and which it has that are not in
+    ``from_name``."""
     import nets
 
-    with_blobs = [layer for layer in source.layers if layer.blobs]
     if from_name in BASE_NETS:
-        known = set(BASE_NETS[from_name])
-        strangers = [layer.name for layer in with_blobs if layer.name not in known]
-        if strangers or not with_blobs:
-            raise WeightMismatchError(
-                f"{source.label} does not look like {from_name}: layers {strangers[:5]} are not in it",
-                layer=strangers[0] if strangers else None)
-        return
-    if from_name not in nets.names():
+        expected, shapes = list(BASE_NETS[from_name]), None
+    elif from_name in nets.names():
+        shapes, _ = build_net(from_name, width, meta=lambda name: True)
+        expected = list(target_layers(shapes))
+    else:
         raise WeightMismatchError(f"unknown --from {from_name!r}; use one of "
                                   f"{', '.join(list(BASE_NETS) + nets.names())}")
-    shapes, _ = build_net(from_name, width, meta=lambda name: True)
-    try:
-        report = plan_transfer(shapes, [(source, "")], net_label=from_name, surgery=False)
-    except WeightMismatchError as e:
-        raise WeightMismatchError(f"{source.label} does not hold {from_name}'s weights: {e}",
-                                  layer=e.layer) from None
-    if report.dropped:
-        raise WeightMismatchError(f"{source.label} does not hold {from_name}'s weights: "
-                                  f"{from_name} has no layer {report.dropped[0]!r}",
-                                  layer=report.dropped[0])
+    have = [layer.name for layer in source.layers if layer.blobs]
+    lacks = [name for name in expected if name not in set(have)]
+    strangers = [name for name in have if name not in set(expected)]
+    if lacks or strangers:
+        parts = ([f"it lacks {_names(lacks)}"] if lacks else []) + \
+                ([f"{'it ' if not lacks else ''}has layers {from_name} does not: {_names(strangers)}"]
+                 if strangers else [])
+        raise WeightMismatchError(f"{source.label} does not hold {from_name}: " + " and ".join(parts),
+                                  layer=(lacks or strangers)[0])
+    if shapes is not None:
+        try:
+            plan_transfer(shapes, [(source, "")], net_label=from_name, surgery=False)
+        except WeightMismatchError as e:
+            raise WeightMismatchError(f"{source.label} does not hold {from_name}'s weights: {e}",
+                                      layer=e.layer) from None
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def describe_layers(source: OpenedSource) -> list[str]:

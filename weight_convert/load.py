@@ -9,7 +9,10 @@ Matching rules, per target parameter ``<layer>.weight`` (Caffe blob 0) / ``<laye
   * otherwise, with ``surgery=True`` and the same element count: flat-copied in memory order
     (the reference's "coercing": fc6 4096x25088 -> 4096x512x7x7, fc7 -> 4096x4096x1x1);
   * otherwise: ``WeightMismatchError`` naming the layer, and nothing is copied.
-Source layers with no target layer are dropped (VGG16's fc8), as are extra blobs. With
+Source layers with no target layer are dropped (VGG16's fc8). A matched source layer with more
+blobs than its target layer has parameters is refused (``WeightMismatchError`` naming the layer
+and both counts), as Caffe's copy_from refuses it; so is a source layer name that occurs twice
+(``caffemodel.check_layers``, run on every source). With
 ``surgery=True`` a net with ``conv1_1_bgrd`` and a source with only ``conv1_1`` gets the
 nyud-fcn32s-color-d initialization (``surgery.bgrd_conv1``). ``strict=True`` raises when any
 net parameter is left unfilled; ``strict=False`` is the reference's staged initialization
@@ -50,8 +53,8 @@ class LoadReport:
 
     ``matched``: target layers that received at least one blob, in source order.
     ``surgery``: parameter -> what was done to fit it (flat copy, legacy reshape, color-D).
-    ``dropped``: source layers (with blobs) that have no layer in the net, and extra blobs
-    (``layer/index``). ``missing``: net parameters left at their init.
+    ``dropped``: source layers (with blobs) that have no layer in the net.
+    ``missing``: net parameters left at their init.
     """
 
     net: str
@@ -73,7 +76,7 @@ class LoadReport:
 
     @property
     def unused(self) -> list[str]:
-        """Alias of ``dropped``: source layers / blobs the net has no place for."""
+        """Alias of ``dropped``: source layers the net has no place for."""
         return self.dropped
 
     @property
@@ -91,7 +94,7 @@ class LoadReport:
         for param, note in self.surgery.items():
             out.append(f"  surgery  {param:<22} {note}")
         for name in self.dropped:
-            out.append(f"  dropped  {name:<22} (no such layer / blob in {self.net})")
+            out.append(f"  dropped  {name:<22} (no such layer in {self.net})")
         for name in self.missing:
             out.append(f"  missing  {name:<22} (left at the net's init)")
         out.append(f"  {len(self.matched)} layers matched, {len(self.surgery)} reshaped by surgery, "
@@ -120,24 +123,23 @@ def plan_transfer(shapes: Mapping[str, tuple[int, ...]], sources: Sequence[tuple
     layers = target_layers(shapes)
     report = LoadReport(net=net_label, source=" + ".join(s.label for s, _ in sources))
     for source, suffix in sources:
-        by_name = {layer.name: layer for layer in source.layers}  # later duplicates win, as in Caffe
+        names = {layer.name for layer in source.layers}  # unique among layers with blobs (check_layers)
         for layer in source.layers:
-            if not layer.blobs or by_name[layer.name] is not layer:
+            if not layer.blobs:
                 continue
             target = layer.name + suffix
             if target not in layers:
                 bgrd = surg.BGRD_CONV + suffix
                 if (surgery and layer.name == surg.BGRD_SOURCE and bgrd in layers
-                        and surg.BGRD_CONV not in by_name):
+                        and surg.BGRD_CONV not in names):
+                    _check_blob_count(layer, layers[bgrd], source, net_label)
                     _plan_bgrd(report, shapes, layers[bgrd], layer, source)
                 else:
                     report.dropped.append(_label(layer.name, suffix))
                 continue
             params = layers[target]
+            _check_blob_count(layer, params, source, net_label)
             for i, blob in enumerate(layer.blobs):
-                if i >= len(params):
-                    report.dropped.append(f"{_label(layer.name, suffix)}/{i}")
-                    continue
                 legacy = i < len(layer.legacy_shape) and layer.legacy_shape[i]
                 array, note = _fit(blob, shapes[params[i]], legacy, surgery, params[i], source,
                                    layer.name, i, net_label)
@@ -145,6 +147,15 @@ def plan_transfer(shapes: Mapping[str, tuple[int, ...]], sources: Sequence[tuple
                                                        array, note, source)
     report.missing = [p for p in shapes if p not in report.transfers]
     return report
+
+
+def _check_blob_count(layer, params: list[str], source: OpenedSource, net_label: str) -> None:
+    """Refuse a source layer with more blobs than its target layer has parameters."""
+    if len(layer.blobs) > len(params):
+        takes = ", ".join(p.rpartition(".")[2] for p in params)
+        raise WeightMismatchError(
+            f"layer {layer.name!r}: {source.label} holds {len(layer.blobs)} blobs, {net_label}'s "
+            f"{params[0].rpartition('.')[0]} takes {len(params)} ({takes})", layer=layer.name)
 
 
 def _label(name: str, suffix: str) -> str:
@@ -182,9 +193,6 @@ def _plan_bgrd(report: LoadReport, shapes, params: list[str], layer, source: Ope
         weight_param, f"{source.label}:{layer.name}/0", weight,
         "color-D: BGR filters copied from conv1_1, depth channel = their mean")
     for i, blob in enumerate(layer.blobs[1:], start=1):
-        if i >= len(params):
-            report.dropped.append(f"{layer.name}/{i}")
-            continue
         legacy = i < len(layer.legacy_shape) and layer.legacy_shape[i]
         array, note = _fit(blob, shapes[params[i]], legacy, False, params[i], source, layer.name,
                            i, report.net)

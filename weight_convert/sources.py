@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .caffemodel import CaffeLayer, CaffeNet, read_net
+from .caffemodel import CaffeLayer, CaffeNet, check_layers, read_net
 from .errors import WeightMismatchError
 
 #: Blob index of a PyTorch parameter attribute, in Caffe's blob order.
 BLOB_INDEX = {"weight": 0, "bias": 1}
 STATE_DICT_SUFFIXES = (".pt", ".pth")
-
 
 
 @dataclass
@@ -50,6 +49,7 @@ def open_source(source: str | os.PathLike | CaffeNet | Sequence[CaffeLayer] | Ma
     if isinstance(source, Mapping):
         return OpenedSource(layers_from_state_dict(source, "<state dict>"), "<state dict>")
     if isinstance(source, Sequence) and all(isinstance(x, CaffeLayer) for x in source):
+        check_layers(list(source), "<layers>", offsets=False)  # decoded files are checked on reading
         return OpenedSource(list(source), "<layers>")
     raise TypeError(f"cannot read weights from a {type(source).__name__}")
 

@@ -6,7 +6,9 @@ source's mapped pages, so peak memory stays near one chunk rather than the whole
 
 Every writer writes a temporary file next to the destination and ``os.replace``s it into place
 only when everything has been written: the destination is never half-written. (No fsync: the
-guarantee is about errors during conversion, not about power loss.)
+guarantee is about errors during conversion, not about power loss.) The temporary is named
+``.<DST name>.<pid>.<random>.tmp``; a conversion that was killed leaves it behind, and
+``remove_stale_temporaries`` (run at the start of the next conversion to DST) deletes it.
 
 .pt files are written with ``torch.serialization.skip_data`` (torch >= 2.5): torch writes the
 archive's structure with empty space for each tensor's bytes, and we fill the space in with
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -62,7 +65,7 @@ def write_arrays(path: str | os.PathLike, entries: Mapping[str, object], *,
 def atomic_path(path: Path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success, delete it on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give DST the usual permissions
@@ -72,6 +75,45 @@ def atomic_path(path: Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries that killed conversions to ``path`` left in its folder; return them.
+
+    Only files named as ``atomic_path`` names them for this very ``path`` are considered, and
+    one whose writer process is still alive on this machine (a conversion running now) is kept.
+    A pid reused since by another process only delays the removal to a later run.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return removed
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match is None or (match.group(1) is not None and _alive(int(match.group(1)))):
+            continue
+        stale = path.parent / name
+        if stale.is_file() and not stale.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 checks without signalling)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
 
 
 def _umask() -> int:
