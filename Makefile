@@ -72,15 +72,16 @@ WEIGHT_NAME_VGG_ILSVRC_16_layers := vgg16
 WEIGHT_NAME_bvlc_reference_caffenet := caffenet
 
 # ILSVRC classifiers converted with the reference's surgery (fc6/fc7 to convolutions, fc8 dropped).
+# --force: make remakes a converted file only when it is older than its caffemodel.
 $(RUNS)/init/%-from-vgg16.pt: $(DATA)/weights/VGG_ILSVRC_16_layers.caffemodel
 	@mkdir -p $(@D)
 	$(STAGE) $(@D)/stage-convert-$*-from-vgg16.json --stage "convert $* from vgg16" --disk $@ -- \
-		$(CONVERT) $< $@ --net $* --from vgg16 $(CONVERT_FLAGS)
+		$(CONVERT) $< $@ --force --net $* --from vgg16 $(CONVERT_FLAGS)
 
 $(RUNS)/init/%-from-alexnet.pt: $(DATA)/weights/bvlc_reference_caffenet.caffemodel
 	@mkdir -p $(@D)
 	$(STAGE) $(@D)/stage-convert-$*-from-alexnet.json --stage "convert $* from alexnet" --disk $@ -- \
-		$(CONVERT) $< $@ --net $* --from alexnet $(CONVERT_FLAGS)
+		$(CONVERT) $< $@ --force --net $* --from alexnet $(CONVERT_FLAGS)
 
 # ---------------------------------------------------------------------------------------------
 # Training stages: $(RUNS)/<experiment>/final.pt, each from what the reference's solve.py loads.
