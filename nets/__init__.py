@@ -10,6 +10,9 @@
 upsampling layers bilinear (diagonal only). Trunk layers are meant to be loaded from a converted
 caffemodel (see `weight_convert`); until then they hold PyTorch's default random init (Caffe's
 would be all zeros, since the reference prototxts set no filler on them).
+
+`to_prototxt(net)` writes a built net back as Caffe prototxt text and `caffe_blobs(net)` gives
+its weights as Caffe blobs (`nets.caffe_graph`; `fcn export caffe` writes both).
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from torch import nn
 
 from nets.alexnet_fcn import AlexNetFCN
 from nets.caffe import param_multipliers
+from nets.caffe_graph import caffe_blobs, caffe_layers, to_prototxt
 from nets.fast import set_fast
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
-__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo"]
+__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo",
+           "to_prototxt", "caffe_layers", "caffe_blobs"]
 
 
 @dataclass(frozen=True)
