@@ -3,8 +3,9 @@
 Everything in which Caffe differs from PyTorch's defaults lives here: ceil-mode max pooling with
 Caffe's output-size rule, `Crop` with an offset and a reference blob (not centred), the bilinear
 upsampling kernel with its diagonal-only fill, fixed (lr_mult 0) deconvolutions, the at-once
-`Scale` layers, LRN, the per-blob `lr_mult` / `decay_mult` multipliers, and the coordinate maps
-(Caffe's `coord_map`) from which every crop offset is derived.
+`Scale` layers, LRN across channels, `Concat`, max pooling with padding, the `xavier` filler,
+the per-blob `lr_mult` / `decay_mult` multipliers, the coordinate maps (Caffe's `coord_map`)
+from which every crop offset is derived, and Caffe's blob-size arithmetic and receptive fields.
 """
 from __future__ import annotations
 
@@ -92,16 +93,22 @@ def caffe_pool_output_size(size: int, kernel: int, stride: int, pad: int = 0) ->
 
 
 class MaxPool(nn.MaxPool2d):
-    """Caffe max pooling: output size rounded up (`ceil_mode=True`).
+    """Caffe max pooling: output size rounded up (`ceil_mode=True`), optional zero-size padding.
 
-    For pad 0 and kernel >= stride (every pooling layer of these nets) PyTorch's ceil-mode rule
-    and Caffe's give the same sizes; the constructor refuses configurations where they could not.
+    Caffe's rule (`caffe_pool_output_size`) and PyTorch's ceil-mode rule are the same formula
+    (both drop a last window that would start in the padding) whenever kernel >= stride; the
+    constructor refuses configurations where they could differ. Padded cells never win the max
+    in either (Caffe clips the window to the image, PyTorch pads with -inf), so values and the
+    argmax that receives the gradient (the first maximum in scan order) agree too. GoogLeNet's
+    inception pools are 3x3, stride 1, pad 1: same-size.
     """
 
-    def __init__(self, kernel: int, stride: int) -> None:
+    def __init__(self, kernel: int, stride: int, pad: int = 0) -> None:
         if kernel < stride:
             raise ValueError("Caffe and PyTorch ceil-mode pooling sizes may differ when kernel < stride")
-        super().__init__(kernel, stride, padding=0, ceil_mode=True)
+        if not 0 <= 2 * pad <= kernel:  # Caffe: pad < kernel; PyTorch: pad <= kernel / 2
+            raise ValueError(f"pooling pad {pad} must be between 0 and half the kernel ({kernel})")
+        super().__init__(kernel, stride, padding=pad, ceil_mode=True)
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
@@ -199,24 +206,62 @@ class Scale(nn.Module):
         return x * self.weight.view(1, -1, 1, 1)
 
 
-def lrn() -> nn.LocalResponseNorm:
-    """AlexNet's `LRN` (ACROSS_CHANNELS, local_size 5, alpha 1e-4, beta 0.75, k 1).
+def lrn(local_size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> nn.LocalResponseNorm:
+    """Caffe `LRN` with norm_region ACROSS_CHANNELS (the default; AlexNet's and GoogLeNet's values).
 
-    Caffe divides by (k + alpha/n * sum of squares)^beta over a zero-padded channel window of
-    n = 5, which is exactly PyTorch's LocalResponseNorm.
+    Caffe divides by (k + alpha/n * sum of squares)^beta over a zero-padded window of n =
+    local_size channels centred on the channel, which is exactly PyTorch's LocalResponseNorm
+    for odd n (Caffe requires odd n).
     """
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    if local_size % 2 != 1:
+        raise ValueError(f"Caffe's LRN needs an odd local_size, not {local_size}")
+    return nn.LocalResponseNorm(local_size, alpha=alpha, beta=beta, k=k)
 
 
-def dropout() -> nn.Dropout:
-    """Caffe `Dropout` (ratio 0.5): scaled by 1/(1-p) at TRAIN, identity at TEST.
+def dropout(ratio: float = 0.5) -> nn.Dropout:
+    """Caffe `Dropout` (`dropout_ratio`, 0.5 by default): scaled by 1/(1-p) at TRAIN, identity at TEST.
 
     Caffe runs it in place; here it is out of place (same values, same masks, same random
     numbers drawn), because the preceding in-place ReLU saves its output for the backward and
     an in-place dropout would overwrite it (autograd then refuses to backpropagate). The blob
     is fc6 / fc7's output, a few MB.
     """
-    return nn.Dropout(0.5, inplace=False)
+    return nn.Dropout(ratio, inplace=False)
+
+
+class Concat(nn.Module):
+    """Caffe `Concat` with axis 1 (the default): the bottoms stacked along channels, in bottom order."""
+
+    def forward(self, *bottoms: torch.Tensor) -> torch.Tensor:
+        return torch.cat(bottoms, dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Fillers (Caffe's weight_filler / bias_filler)
+# --------------------------------------------------------------------------------------------
+def xavier_(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Caffe's `xavier` filler (variance_norm FAN_IN, the default): uniform in [-a, a],
+    a = sqrt(3 / fan_in), fan_in = weight.numel() / weight.shape[0] (C_in/group x kh x kw).
+
+    Caffe's XavierFiller ignores `std`, which GoogLeNet's prototxt nevertheless sets on most layers.
+    """
+    fan_in = weight[0].numel()
+    scale = math.sqrt(3.0 / fan_in)
+    with torch.no_grad():
+        return weight.uniform_(-scale, scale, generator=generator)
+
+
+def caffe_filled(layer: nn.Conv2d, *, bias: float) -> nn.Conv2d:
+    """`layer` with Caffe's fillers `weight_filler { type: "xavier" }` and
+    `bias_filler { type: "constant" value: bias }` applied (as GoogLeNet's prototxt sets them)."""
+    xavier_(layer.weight)
+    if layer.bias is not None:
+        nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+#: Layers that leave every blob's geometry (size, coordinates) unchanged.
+POINTWISE = (nn.ReLU, nn.Dropout, nn.LocalResponseNorm, Scale, nn.Identity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +294,7 @@ class CoordMap:
             k, s, p, d = _geometry(module)
             extent = Fraction((k - 1) * d, 2)
             return CoordMap(self.scale / s, self.shift + self.scale * (p - extent) / s)
-        if isinstance(module, (nn.ReLU, nn.Dropout, nn.LocalResponseNorm, Scale, nn.Identity)):
+        if isinstance(module, POINTWISE):
             return self
         raise TypeError(f"no coordinate map for {type(module).__name__}")
 
@@ -278,3 +323,56 @@ def crop_offset(source: CoordMap, reference: CoordMap) -> int:
 def walk(start: CoordMap, net: nn.Module, names: Iterable[str]) -> CoordMap:
     """`start` carried through the named submodules of `net`, in order."""
     return start.through(*(getattr(net, n) for n in names))
+
+
+# --------------------------------------------------------------------------------------------
+# Blob sizes (Caffe's Reshape arithmetic) and receptive fields
+# --------------------------------------------------------------------------------------------
+def caffe_output_size(module: nn.Module, size: int) -> int:
+    """The spatial size (one axis) of `module`'s top for a bottom of `size`, as Caffe computes it.
+
+    Convolution: (size + 2p - d(k-1) - 1) / s + 1, rounded down; Pooling: Caffe's ceil rule
+    (`caffe_pool_output_size`); Deconvolution: s (size - 1) + d(k-1) + 1 - 2p; pointwise layers
+    keep the size. A result below 1 is returned as is (Caffe would refuse the net).
+    """
+    if isinstance(module, nn.MaxPool2d):
+        k, s, p, d = _geometry(module)
+        if d != 1:
+            raise ValueError(f"Caffe pooling has no dilation: {module}")
+        return caffe_pool_output_size(size, k, s, p)
+    if isinstance(module, nn.Conv2d):
+        k, s, p, d = _geometry(module)
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
+    if isinstance(module, nn.ConvTranspose2d):
+        k, s, p, d = _geometry(module)
+        return s * (size - 1) + d * (k - 1) + 1 - 2 * p
+    if isinstance(module, POINTWISE):
+        return size
+    raise TypeError(f"no output size rule for {type(module).__name__}")
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """How many input pixels (per axis) one unit of a blob sees, and the input distance between
+    neighbouring units (the blob's stride), for the path of convolutions and poolings so far."""
+
+    size: int = 1
+    stride: int = 1
+
+    def through(self, *modules: nn.Module) -> "ReceptiveField":
+        """The field of the blob produced by passing this blob through `modules` in turn."""
+        f = self
+        for module in modules:
+            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                k, s, _, d = _geometry(module)
+                f = ReceptiveField(f.size + (k - 1) * d * f.stride, f.stride * s)
+            elif not isinstance(module, POINTWISE):
+                raise TypeError(f"no receptive field through {type(module).__name__}")
+        return f
+
+    @staticmethod
+    def union(*fields: "ReceptiveField") -> "ReceptiveField":
+        """The field of a `Concat` of blobs with these fields (the widest; strides must agree)."""
+        if len({f.stride for f in fields}) != 1:
+            raise ValueError(f"cannot concatenate blobs of different strides: {fields}")
+        return ReceptiveField(max(f.size for f in fields), fields[0].stride)
