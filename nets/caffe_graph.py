@@ -18,7 +18,7 @@ blob and a `SoftmaxWithLoss` per head (named "loss", then "loss<head suffix>": l
 right after its score layer, as the reference orders them.
 
 A net class can describe itself by defining `caffe_layers(deploy: bool) -> list[Layer]`; the
-three classes of this package are described here.
+four classes of this package are described here.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from nets.alexnet_fcn import ALEXNET_TRUNK, AlexNetFCN
+from nets import googlenet_fcn as gn
 from nets.caffe import DEFAULT_MULTS, Crop, Scale, _geometry
 from nets.prototxt import Layer, Token, render_net
 from nets.vgg_fcn import VGG16_TRUNK, LateFusionFCN, VGG16FCN
@@ -256,7 +257,53 @@ def _alexnet_layers(net: AlexNetFCN, deploy: bool) -> tuple[list[tuple[str, int]
     return [("data", net.conv1.in_channels)], [layers]
 
 
-_DESCRIBERS = ((VGG16FCN, _vgg_layers), (LateFusionFCN, _fusion_layers), (AlexNetFCN, _alexnet_layers))
+def _googlenet_relu(conv: str) -> str:
+    """BVLC GoogLeNet's ReLU names: conv1/7x7_s2 -> conv1/relu_7x7, inception_3a/3x3 -> inception_3a/relu_3x3."""
+    block, _, layer = conv.partition("/")
+    return f"{block}/relu_{layer.removesuffix('_s2')}"
+
+
+def _googlenet_layers(net: gn.GoogLeNetFCN, deploy: bool) -> tuple[list[tuple[str, int]], list[list[Layer]]]:
+    """BVLC GoogLeNet's deploy.prototxt up to inception_5b/output, then our head (nets.googlenet_fcn)."""
+    layers, x = [], "data"
+
+    def conv(name: str, bottom: str) -> str:
+        layers.extend([conv_layer(name, bottom, net.layer(name)), relu_layer(_googlenet_relu(name), name)])
+        return name
+
+    for name, kind, *_ in gn.GOOGLENET_TRUNK:
+        if kind == "conv":
+            x = conv(name, x)
+        elif kind == "pool":
+            layers.append(pool_layer(name, x, net.layer(name)))
+            x = name
+        elif kind == "lrn":
+            layers.append(lrn_layer(name, x, net.layer(name)))
+            x = name
+        else:
+            tops = []
+            for branch in gn.INCEPTION_BRANCHES:
+                y = x
+                for suffix in branch:
+                    layer = f"{name}/{suffix}"
+                    if suffix == "pool":
+                        layers.append(pool_layer(layer, y, net.layer(layer)))
+                        y = layer
+                    else:
+                        y = conv(layer, y)
+                tops.append(y)
+            x = f"{name}/output"
+            layers.append(Layer(x, "Concat", tops, [x]))
+    if not deploy:
+        layers.append(dropout_layer(gn.DROP, x, net.layer(gn.DROP)))
+    layers += [conv_layer(gn.SCORE_FR, x, net.layer(gn.SCORE_FR)),
+               deconv_layer(gn.UPSCORE, gn.SCORE_FR, net.layer(gn.UPSCORE)),
+               crop_layer("score", gn.UPSCORE, "data", net.score)]
+    return [("data", net.layer(gn.GOOGLENET_TRUNK[0][0]).in_channels)], [layers]
+
+
+_DESCRIBERS = ((VGG16FCN, _vgg_layers), (LateFusionFCN, _fusion_layers), (AlexNetFCN, _alexnet_layers),
+               (gn.GoogLeNetFCN, _googlenet_layers))
 
 
 def caffe_layers(net: nn.Module, *, input_size: tuple[int, int, int] = DEPLOY_INPUT,

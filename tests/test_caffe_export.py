@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import nets
-from nets.prototxt import Layer, PrototxtError, layers_of, normalized, parse_net, render_layer
+from nets.prototxt import CAFFE_DEFAULTS, Layer, PrototxtError, layers_of, normalized, parse_net, render_layer
 from reproduce import experiments
 from weight_convert.convert import build_net
 
@@ -71,7 +71,9 @@ def val_net_text(name: str, net=None) -> str:
 def test_fixtures_cover_every_reference_experiment():
     assert len(REFERENCE_NETS) == 15
     assert set(REFERENCE_NETS) <= set(nets.names())
-    assert set(nets.names()) - set(REFERENCE_NETS) == {"nyud-fcn16s-color-hha"}  # ours only (Table 4)
+    # ours only: FCN-16s RGB-HHA (Table 4) and FCN-GoogLeNet (Table 1), never released
+    assert "nyud-fcn16s-color-hha" in nets.names()
+    assert set(nets.names()) - set(REFERENCE_NETS) <= {"nyud-fcn16s-color-hha", "voc-fcn-googlenet"}
 
 
 @pytest.mark.parametrize("name", REFERENCE_NETS)
@@ -171,3 +173,34 @@ def test_every_net_exports_consistently(name):
     assert set(experiments.get(name).scores) <= made
     blobs = nets.caffe_blobs(net)
     assert sum(len(b) for _, _, b in blobs) == len(list(net.parameters()))
+
+
+def test_googlenet_trunk_is_bvlc_googlenets():
+    """FCN-GoogLeNet's exported trunk is BVLC GoogLeNet's deploy.prototxt (facts in
+    tests/fixtures/bvlc_googlenet_layers.json) up to inception_5b/output, conv1's pad aside
+    (ours is derived, nets/googlenet_fcn.py); then dropout, score_fr, upscore and the crop."""
+    import json
+
+    from nets.googlenet_fcn import GoogLeNetFCN
+    facts = json.loads((Path(__file__).parent / "fixtures" / "bvlc_googlenet_layers.json").read_text())["layers"]
+    facts = facts[:[f["name"] for f in facts].index("inception_5b/output") + 1]
+    net = GoogLeNetFCN(21)
+    for deploy in (True, False):
+        text = nets.to_prototxt(net) if deploy else nets.to_prototxt(net, labels=("label",))
+        layers = layers_of(parse_net(text, "googlenet"))
+        assert [(f["name"], f["type"], f["bottom"], f["top"]) for f in facts[1:]] == \
+            [(x.name, x.type, x.bottoms, x.tops) for x in layers[1:len(facts)]]
+        for fact, layer in zip(facts[1:], layers[1:]):
+            key = f"{layer.type.lower()}_param"  # convolution_param, pooling_param, lrn_param
+            given = layer.fields.get(key, [{}])[0]
+            defaults = CAFFE_DEFAULTS.get(key, {})
+            for field in ("num_output", "kernel_size", "stride", "pad", "pool", "local_size", "alpha", "beta"):
+                if field == "pad" and layer.name == "conv1/7x7_s2":
+                    continue
+                ours = given.get(field, [defaults.get(field)])[0]
+                assert ours == fact.get(field, defaults.get(field)), (fact["name"], field, ours)
+        tail = [(x.name, x.type) for x in layers[len(facts):]]
+        assert tail == ([] if deploy else [("pool5/drop_7x7_s1", "Dropout")]) + [
+            ("score_fr", "Convolution"), ("upscore", "Deconvolution"), ("score", "Crop")] + (
+            [] if deploy else [("loss", "SoftmaxWithLoss")])
+    assert sum(len(b) for _, _, b in nets.caffe_blobs(net)) == len(list(net.parameters()))
