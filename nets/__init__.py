@@ -14,6 +14,9 @@ which get the fillers of BVLC's GoogLeNet prototxt (xavier weights, 0.2 biases).
 
 Layer names with a '/' (GoogLeNet's `inception_4c/5x5`) are module names as they are
 (`getattr(net, "inception_4c/5x5")`, state dict key `inception_4c/5x5.weight`).
+
+`to_prototxt(net)` writes a built net back as Caffe prototxt text and `caffe_blobs(net)` gives
+its weights as Caffe blobs (`nets.caffe_graph`; `fcn export caffe` writes both).
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ from torch import nn
 
 from nets.alexnet_fcn import AlexNetFCN
 from nets.caffe import param_multipliers
+from nets.caffe_graph import caffe_blobs, caffe_layers, to_prototxt
 from nets.fast import set_fast
 from nets.googlenet_fcn import GoogLeNetFCN
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
-__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo"]
+__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo",
+           "to_prototxt", "caffe_layers", "caffe_blobs"]
 
 
 @dataclass(frozen=True)

@@ -191,10 +191,14 @@ class Crop(nn.Module):
 
 
 class Scale(nn.Module):
-    """Caffe `Scale` with one bottom: one learned value per channel (here fixed, lr_mult 0)."""
+    """Caffe `Scale` with one bottom: one learned value per channel (here fixed, lr_mult 0).
+
+    `value` is the constant filler the reference's prototxt gives it (kept for export).
+    """
 
     def __init__(self, channels: int, value: float) -> None:
         super().__init__()
+        self.value = float(value)
         self.weight = nn.Parameter(torch.full((channels,), float(value)))
         set_multipliers(self, FIXED_MULTS)
 
