@@ -5,13 +5,30 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from dataclasses import replace
+
 from click.testing import CliRunner
 
 from reproduce.datasets.cli import data_group
 from reproduce.datasets.layout_check import EXPECTED_COUNTS, check_source
 from reproduce.datasets.siftflow import SIFTFLOW_SUBDIR
+from reproduce.datasets.sources import get_source
 
 FIX = Path(__file__).parent / "fixtures" / "datasets"
+WIDTH = 1 / 16  # the nets' width for the weights' content checks (the real files are full width)
+
+
+def write_fcn_caffemodel(path: Path, net_name: str, width: float = WIDTH) -> None:
+    """A caffemodel holding every parameter of `net_name` at `width` (what a released FCN model holds)."""
+    import nets
+    from weight_convert.caffe_writer import write_caffemodel
+    net = nets.build(net_name, width=width)
+    blobs: dict[str, list] = {}
+    for key, p in net.named_parameters():
+        blobs.setdefault(key.rsplit(".", 1)[0], []).append(p.detach().numpy())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_caffemodel(path, net_name, [(n, "Deconvolution" if n.startswith("upscore") else "Convolution", b)
+                                      for n, b in blobs.items()])
 
 
 def touch(root: Path, *relative: str) -> None:
@@ -127,12 +144,36 @@ def test_weights_checksum(tmp_path: Path) -> None:
     assert report.fixes == ["fcn data fetch caffenet --force"]
     # an unpinned file is checked against the sha256 a fetch recorded, when there is one
     fcn = tmp_path / "weights" / "fcn8s-heavy-pascal.caffemodel"
-    fcn.write_bytes(b"weights")
-    assert check_source("voc-fcn8s", tmp_path).ok
+    write_fcn_caffemodel(fcn, "voc-fcn8s")
+    assert check_source("voc-fcn8s", tmp_path, width=WIDTH).ok
     (tmp_path / "checksums").mkdir()
     (tmp_path / "checksums" / "fcn8s-heavy-pascal.caffemodel.sha256").write_text(
         f"{hashlib.sha256(b'other').hexdigest()}  fcn8s-heavy-pascal.caffemodel\n")
-    assert not check_source("voc-fcn8s", tmp_path).ok
+    report = check_source("voc-fcn8s", tmp_path, width=WIDTH)
+    assert not report.ok and "fcn data forget voc-fcn8s" in report.problems[0]
+
+
+def test_weights_content_is_checked(tmp_path: Path) -> None:
+    """`fcn data check` no longer calls a file complete because it exists: a caffemodel of another
+    net, a truncated one and a non-caffemodel are each refused, naming what is wrong."""
+    fcn = tmp_path / "weights" / "fcn8s-heavy-pascal.caffemodel"
+    fcn.parent.mkdir()
+    fcn.write_bytes(b"weights")
+    assert "not the expected weights" in check_source("voc-fcn8s", tmp_path, width=WIDTH).problems[0]
+    write_fcn_caffemodel(fcn, "voc-fcn32s")  # lacks score_pool4, score_pool3, upscore2, ...
+    problem = check_source("voc-fcn8s", tmp_path, width=WIDTH).problems[0]
+    assert "unfilled" in problem and "score_pool" in problem
+    write_fcn_caffemodel(fcn, "voc-fcn8s")
+    fcn.write_bytes(fcn.read_bytes()[: fcn.stat().st_size // 2])
+    assert not check_source("voc-fcn8s", tmp_path, width=WIDTH).ok
+    vgg = tmp_path / "weights" / "VGG_ILSVRC_16_layers.caffemodel"
+    write_fcn_caffemodel(vgg, "voc-fcn32s")  # an FCN is not the VGG16 classifier
+    report = check_source("vgg16", tmp_path, width=WIDTH)
+    assert report.problems[0].startswith(f"VGG_ILSVRC_16_layers.caffemodel: {vgg.stat().st_size} bytes, "
+                                         "expected 553432081")
+    unsized = replace(get_source("vgg16"), size=None)  # the content check at the tests' width
+    report = check_source("vgg16", tmp_path, width=WIDTH, source=unsized)
+    assert "does not hold vgg16" in report.problems[0] and report.fixes == ["fcn data fetch vgg16 --force"]
 
 
 def test_nyud_mapping_file(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Where a source has no published checksum, the sha256 of the first file fetched is recorded in
 <data-root>/checksums/<filename>.sha256 ("<hex>  <filename>", as sha256sum writes it) and every
-later fetch or check must match it.
+later fetch or check must match it. A record is written only once the file has passed every
+check (size, content, layout) and is installed; `fcn data checksums` lists the records and
+`fcn data forget NAME` deletes one (an earlier fetch recorded the wrong file).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from .sources import Source
 from reproduce.atomic import atomic_file
 
 __all__ = ["file_digests", "recorded_sha256_path", "read_recorded_sha256", "record_sha256",
-           "verify_file", "record_if_unpinned"]
+           "verify_file", "record_if_unpinned", "recorded_checksums", "forget_recorded"]
 
 
 def file_digests(path: Path, algorithms: tuple[str, ...] = ("md5", "sha1", "sha256"), *,
@@ -74,7 +76,9 @@ def verify_file(path: Path, source: Source, data_root: Path) -> dict[str, str]:
         recorded = read_recorded_sha256(data_root, source.filename)
         if recorded is not None and recorded != digests["sha256"]:
             raise FetchError(f"{path}: sha256 {digests['sha256']} differs from the one an earlier fetch "
-                             f"recorded in {recorded_sha256_path(data_root, source.filename)} ({recorded})")
+                             f"recorded in {recorded_sha256_path(data_root, source.filename)} ({recorded}); "
+                             f"if that record is the wrong one, forget it with `fcn data forget {source.name} "
+                             f"--data-root {data_root}` and fetch again (`fcn data checksums` lists the records)")
     return digests
 
 
@@ -85,4 +89,27 @@ def record_if_unpinned(source: Source, data_root: Path, digests: dict[str, str])
     path = record_sha256(data_root, source.filename, digests["sha256"])
     click.echo(f"{source.name}: {source.checksum_origin}; recorded sha256 {digests['sha256']} in {path} "
                "(later fetches and checks must match it)")
+    return path
+
+
+def recorded_checksums(data_root: Path) -> list[tuple[str, str, Path]]:
+    """(file name, recorded sha256, record path) of every record under <data_root>/checksums/, by name."""
+    folder = Path(data_root) / "checksums"
+    rows = []
+    for path in sorted(folder.glob("*.sha256")) if folder.is_dir() else []:
+        filename = path.name.removesuffix(".sha256")
+        try:
+            digest = read_recorded_sha256(data_root, filename)
+        except FetchError:
+            digest = "(not a sha256 record)"
+        rows.append((filename, digest, path))
+    return rows
+
+
+def forget_recorded(data_root: Path, filename: str) -> Path | None:
+    """Delete the sha256 record of `filename`; returns the deleted record's path, or None if there was none."""
+    path = recorded_sha256_path(data_root, filename)
+    if not path.is_file():
+        return None
+    path.unlink()
     return path

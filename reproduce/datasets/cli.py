@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from .checksums import forget_recorded, recorded_checksums
 from .download import FetchError
 from .fetch import fetch
 from .layout_check import check_names, check_source
-from .sources import NO_OFFICIAL_CHECKSUM, SOURCES, get_source, sources_as_json
+from .sources import (NO_OFFICIAL_CHECKSUM, SOURCES, SourcesOverrideError, get_source, override_path, registry,
+                      sources_as_json)
 
 DEFAULT_DATA_ROOT = "data"
 
@@ -41,10 +43,16 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON (what data/sources.json holds).")
 def list_command(as_json: bool) -> None:
     """List every NAME `fetch` and `check` accept, with its destination and checksum status."""
+    try:
+        sources = registry()
+    except SourcesOverrideError as exc:
+        raise click.ClickException(str(exc)) from None
+    if override_path() is not None:
+        click.echo(f"registry override in effect: {override_path()} ($FCN_SOURCES)", err=True)
     if as_json:
-        click.echo(json.dumps(sources_as_json(), indent=2))
+        click.echo(json.dumps(sources_as_json(sources), indent=2))
         return
-    for source in SOURCES.values():
+    for source in sources.values():
         checksum = ", ".join(source.checksums) if source.checksums else NO_OFFICIAL_CHECKSUM
         click.echo(f"{source.name:24} {source.kind:8} -> {source.dest}  [{checksum}]")
         click.echo(f"{'':24} {source.description}")
@@ -70,7 +78,7 @@ def fetch_command(name: str, data_root: Path, mirror: str | None, from_file: Pat
     try:
         fetch(get_source(name), data_root, mirror=mirror, from_file=from_file, force=force, retries=retries,
               timeout=timeout, retry_wait=retry_wait, keep_download=keep_download)
-    except FetchError as exc:
+    except (FetchError, SourcesOverrideError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -83,7 +91,43 @@ def check_command(names: tuple[str, ...], data_root: Path) -> None:
     selected = check_names() if names == ("all",) else list(names)
     for name in selected:
         _known(name)
-    reports = [check_source(name, data_root, data_root_arg=_data_root_arg(data_root)) for name in selected]
+    try:
+        reports = [check_source(name, data_root, data_root_arg=_data_root_arg(data_root)) for name in selected]
+    except (FetchError, SourcesOverrideError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("\n".join(report.render() for report in reports))
     if not all(report.ok for report in reports):
         raise SystemExit(1)
+
+
+@data_group.command("checksums")
+@data_root_option
+def checksums_command(data_root: Path) -> None:
+    """List the sha256 each earlier fetch recorded for a file without a published checksum
+    (<data-root>/checksums/); later fetches and checks must match them."""
+    rows = recorded_checksums(data_root)
+    if not rows:
+        click.echo(f"no recorded checksums under {data_root / 'checksums'}")
+        return
+    names = {s.filename: s.name for s in SOURCES.values()}
+    for filename, digest, path in rows:
+        click.echo(f"{names.get(filename, '(no source)'):24} {digest}  {filename}  ({path})")
+    click.echo(f"forget one (the recorded file was the wrong one) with: fcn data forget NAME{_data_root_arg(data_root)}")
+
+
+@data_group.command("forget")
+@click.argument("names", nargs=-1, required=True)
+@data_root_option
+def forget_command(names: tuple[str, ...], data_root: Path) -> None:
+    """Forget the sha256 an earlier fetch recorded for NAMES, so that the next fetch records the
+    file it gets (the installed file, if any, is left as it is: fetch it again with --force)."""
+    for name in names:
+        _known(name)
+    for name in names:
+        source = SOURCES[name]
+        removed = forget_recorded(data_root, source.filename)
+        if removed is None:
+            click.echo(f"{name}: no recorded sha256 (nothing to forget)")
+        else:
+            click.echo(f"{name}: forgot the recorded sha256 ({removed} deleted); fetch it again with "
+                       f"`fcn data fetch {name}{_data_root_arg(data_root)} --force`")

@@ -1,7 +1,10 @@
 """Resumable HTTP(S) download of one file into a `.part` file, with a click progress bar.
 
 A transfer that breaks off is resumed with an HTTP Range request from the bytes already on disk,
-both within one call (up to `retries` times) and across calls (the `.part` file stays).
+both within one call (up to `retries` times) and across calls (the `.part` file stays). A resume
+answered with another start than the one asked for, or a `.part` longer than the file, is
+discarded and the download restarts from byte 0 (never the same bad range again). When the
+expected size is known, a server announcing another size is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["FetchError", "download"]
+__all__ = ["FetchError", "TransferFailed", "download"]
 
 USER_AGENT = "fcn-repro-fetch/1"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -26,8 +29,24 @@ class FetchError(RuntimeError):
     """A download, checksum or extraction failed; the message says what and what to do."""
 
 
+class TransferFailed(FetchError):
+    """The file could not be (completely) downloaded: `url` tried `attempts` times, `reason` the
+    last failure, `kept` bytes left in `part` (0: nothing kept, the `.part` file does not exist)."""
+
+    def __init__(self, url: str, attempts: int, reason: str, part: Path, kept: int) -> None:
+        self.url, self.attempts, self.reason, self.part, self.kept = url, attempts, reason, part, kept
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        held = (f"; {kept} bytes kept in {part}: run the same command again to resume" if kept
+                else "; nothing was downloaded")
+        super().__init__(f"{url}: download failed after {tries} ({reason}){held}")
+
+
 class _Interrupted(Exception):
     """The connection ended before the announced number of bytes arrived."""
+
+
+class _BadResume(Exception):
+    """The server answered a resume request with another range than asked: restart from 0."""
 
 
 def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -38,47 +57,69 @@ def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
     return int(match.group(1)), int(match.group(2)), total
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _discard(part_path: Path, label: str, why: str) -> None:
+    click.echo(f"{label}: {why}; discarding {part_path} and starting again from byte 0")
+    part_path.unlink(missing_ok=True)
+
+
 def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60.0,
-             chunk_size: int = 1 << 20, retry_wait: float = 2.0, label: str | None = None) -> int:
+             chunk_size: int = 1 << 20, retry_wait: float = 2.0, label: str | None = None,
+             expected_size: int | None = None) -> int:
     """Download `url` into `part_path`, resuming from its current size; returns the final size.
 
-    Raises FetchError when the server refuses, or when the transfer keeps breaking off after
-    `retries` resumptions (the `.part` file is kept so the next call resumes it).
+    `expected_size` (bytes, when known): a server that announces another total is refused, and a
+    `.part` file already longer is discarded. Raises FetchError when the server refuses, and
+    TransferFailed when the transfer keeps failing after `retries` retries (a non-empty `.part`
+    file is kept so that the next call resumes it).
     """
     part_path = Path(part_path)
     part_path.parent.mkdir(parents=True, exist_ok=True)
     label = label or part_path.name.removesuffix(".part")
+    if expected_size is not None and _size(part_path) > expected_size:
+        _discard(part_path, label, f"{part_path.name} holds {_size(part_path)} bytes, more than the "
+                                   f"{expected_size} expected")
     failures = 0
     while True:
-        offset = part_path.stat().st_size if part_path.exists() else 0
+        offset = _size(part_path)
         try:
-            return _transfer(url, part_path, offset, timeout, chunk_size, label)
+            return _transfer(url, part_path, offset, timeout, chunk_size, label, expected_size)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:
                 match = _UNSATISFIED_RANGE.match(exc.headers.get("Content-Range", ""))
                 if match and int(match.group(1)) == offset:
                     return offset  # the .part file already holds the whole file
-                click.echo(f"{label}: server refused to resume at byte {offset}; starting again")
-                part_path.unlink()
+                _discard(part_path, label, f"server refused to resume at byte {offset} (HTTP 416)")
                 failures += 1
             elif exc.code >= 500 and failures < retries:
                 failures += 1
             else:
                 raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            reason = f"HTTP {exc.code} {exc.reason}"
+        except _BadResume as exc:
+            _discard(part_path, label, str(exc))
+            failures += 1
+            reason = str(exc)
         except (_Interrupted, http.client.HTTPException, urllib.error.URLError, socket.timeout,
                 ConnectionError, OSError) as exc:
             failures += 1
-            size = part_path.stat().st_size if part_path.exists() else 0
-            if failures > retries:
-                raise FetchError(f"{url}: transfer failed ({exc}); {size} bytes kept in {part_path}; "
-                                 "run the same command again to resume") from None
-            click.echo(f"{label}: transfer broke off at byte {size} ({exc}); resuming "
-                       f"(retry {failures} of {retries})")
+            reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if failures <= retries:
+                click.echo(f"{label}: transfer broke off at byte {_size(part_path)} ({reason}); "
+                           f"{'resuming' if _size(part_path) else 'trying again'} (retry {failures} of {retries})")
+        if failures > retries:
+            if part_path.exists() and _size(part_path) == 0:
+                part_path.unlink()
+            raise TransferFailed(url, failures, reason, part_path, _size(part_path))
         if retry_wait:
             time.sleep(retry_wait)
 
 
-def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size: int, label: str) -> int:
+def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size: int, label: str,
+              expected_size: int | None) -> int:
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -88,13 +129,18 @@ def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size
         if response.status == 206:
             span = _content_range(response.headers.get("Content-Range"))
             if span is None or span[0] != offset:
-                raise _Interrupted(f"server answered the resume request with range {span}; restarting")
+                got = response.headers.get("Content-Range")
+                raise _BadResume(f"server answered the request to resume at byte {offset} with "
+                                 f"Content-Range {got!r}")
             total = span[2]
             mode = "ab"
         else:
             if offset:
                 click.echo(f"{label}: server does not resume (HTTP {response.status}); starting again")
             offset, total, mode = 0, length, "wb"
+        if expected_size is not None and total is not None and total != expected_size:
+            raise FetchError(f"{url}: the server announces {total} bytes, the registry expects "
+                             f"{expected_size}: not the expected file (nothing was written)")
         received = 0
         with open(part_path, mode) as out, click.progressbar(
                 length=total or 0, label=f"downloading {label}", show_pos=False, show_eta=True) as bar:
@@ -110,4 +156,6 @@ def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size
                     bar.update(len(chunk))
         if length is not None and received < length:
             raise _Interrupted(f"got {received} of {length} bytes")
+        if expected_size is not None and offset + received < expected_size:  # no length announced
+            raise _Interrupted(f"the connection ended at byte {offset + received} of {expected_size}")
         return offset + received

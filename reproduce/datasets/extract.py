@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import click
@@ -73,11 +74,13 @@ def _extract_zip(archive: Path, into: Path) -> None:
                 zf.extract(info, into)
 
 
-def extract_atomically(archive: Path, dest: Path, *, replace: bool = False) -> Path:
+def extract_atomically(archive: Path, dest: Path, *, replace: bool = False,
+                       validate: Callable[[Path], None] | None = None) -> Path:
     """Extract `archive` so that `dest` appears complete or not at all; returns `dest`.
 
     An existing `dest` is an error unless `replace`, in which case it is swapped out only after
-    the new extraction succeeded.
+    the new extraction succeeded. `validate(folder)` is called on the complete extraction before
+    it is renamed into place; whatever it raises removes the extraction and propagates.
     """
     archive, dest = Path(archive), Path(dest)
     if dest.exists() and not replace:
@@ -93,6 +96,8 @@ def extract_atomically(archive: Path, dest: Path, *, replace: bool = False) -> P
             _extract_tar(archive, tmp)
         else:
             raise FetchError(f"{archive}: not an archive this tool extracts (.tar, .tar.gz, .tgz, .zip)")
+        if validate is not None:
+            validate(tmp)
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{os.getpid()}"
             os.rename(dest, old)

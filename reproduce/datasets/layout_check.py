@@ -16,10 +16,12 @@ from .locate import find_in
 from .nyud import nyud_split_ids
 from .nyud_labeled import load_class_mapping_40
 from .siftflow import SIFTFLOW_SUBDIR
-from .sources import SOURCES, Source, get_source
+from .sources import SOURCES, Source, get_source, override_counts, override_path
 from .split_lists import packaged_list, read_split
+from .weights_check import weights_problem
 
-__all__ = ["EXPECTED_COUNTS", "CheckReport", "check_source", "missing_files"]
+__all__ = ["EXPECTED_COUNTS", "CheckReport", "check_source", "expected_counts", "missing_files",
+           "own_problems", "forget_command"]
 
 EXPECTED_COUNTS: dict[str, int] = {
     "seg11valid": 736,
@@ -32,6 +34,23 @@ EXPECTED_COUNTS: dict[str, int] = {
     "voc2010/train": 4998,
     "voc2010/val": 5105,
 }
+
+
+def expected_counts() -> dict[str, int]:
+    """EXPECTED_COUNTS, with the split sizes of the FCN_SOURCES registry override (see sources.py)."""
+    counts = override_counts()
+    unknown = sorted(set(counts) - set(EXPECTED_COUNTS))
+    if unknown:
+        raise ValueError(f"{override_path()}: expected_counts names unknown splits {', '.join(unknown)}; "
+                         f"known: {', '.join(EXPECTED_COUNTS)}")
+    return {**EXPECTED_COUNTS, **counts}
+
+
+def forget_command(name: str, data_root_arg: str = "") -> str:
+    """The command that forgets the sha256 an earlier fetch recorded for `name`."""
+    return f"fcn data forget {name}{data_root_arg}"
+
+
 NYUD_LABELED_SHAPES = {"images": (1449, 3, 640, 480), "depths": (1449, 640, 480), "labels": (1449, 640, 480)}
 SHOW = 5  # missing paths listed per problem
 
@@ -217,28 +236,42 @@ def _check_context(report: CheckReport, base: Path, fix: str, expected: dict[str
         _ids_and_files(report, folder, ids, ("trainval/{id}.mat",), "train+val LabelMap files", fix)
 
 
-def _check_single_file(report: CheckReport, source: Source, data_root: Path, fix: str) -> Path | None:
-    path = data_root / source.dest
+def _check_single_file(report: CheckReport, source: Source, data_root: Path, fix: str, path: Path,
+                       verify_checksums: bool, data_root_arg: str, width: float) -> Path | None:
     report.location = path
     if not path.is_file() or path.stat().st_size == 0:
         report.problems.append(f"{path} is missing or empty")
         report.fix(fix)
         return None
-    report.good.append(f"{path.name}: {path.stat().st_size} bytes")
-    if source.checksums or read_recorded_sha256(data_root, source.filename):
+    size = path.stat().st_size
+    if source.size is not None and size != source.size:
+        report.problems.append(f"{path.name}: {size} bytes, expected {source.size} ({source.size_origin or 'registry'})")
+        report.fix(f"{fix} --force")
+        return None
+    report.good.append(f"{path.name}: {size} bytes" + (" (the expected size)" if source.size is not None else ""))
+    recorded = read_recorded_sha256(data_root, source.filename)
+    if not verify_checksums:
+        pass
+    elif source.checksums or recorded:
         digests = file_digests(path, label=path.name)
-        expected = dict(source.checksums)
-        recorded = read_recorded_sha256(data_root, source.filename)
-        if not expected and recorded:
-            expected = {"sha256": recorded}
+        expected = dict(source.checksums) or {"sha256": recorded}
         bad = [algo for algo, value in expected.items() if digests[algo] != value.lower()]
         if bad:
-            report.problems.append(f"{path.name}: {', '.join(bad)} does not match the expected checksum")
+            origin = "" if source.checksums else (f" (the one an earlier fetch recorded; if that record is the "
+                                                  f"wrong one: {forget_command(source.name, data_root_arg)})")
+            report.problems.append(f"{path.name}: {', '.join(bad)} does not match the expected checksum{origin}")
             report.fix(f"{fix} --force")
         else:
             report.good.append(f"{path.name}: {', '.join(expected)} verified")
     else:
         report.good.append(f"{path.name}: not verified ({source.checksum_origin}; no recorded sha256)")
+    if source.kind == "weights" and not report.problems:
+        problem = weights_problem(source.name, path, width=width)
+        if problem:
+            report.problems.append(f"{path.name}: not the expected weights: {problem}")
+            report.fix(f"{fix} --force")
+            return None
+        report.good.append(f"{path.name}: parses, holds the layers and shapes its consumers need")
     return path
 
 
@@ -258,15 +291,20 @@ def _check_nyud_labeled(report: CheckReport, path: Path) -> None:
 
 
 def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
-                 expected: dict[str, int] | None = None) -> CheckReport:
+                 expected: dict[str, int] | None = None, at: Path | None = None,
+                 verify_checksums: bool = True, width: float = 1.0, source: Source | None = None) -> CheckReport:
     """Check source `name` under `data_root`. `data_root_arg` is appended to suggested commands
-    (e.g. " --data-root /big/disk")."""
-    source = get_source(name)
+    (e.g. " --data-root /big/disk"). `expected`: split sizes (default `expected_counts()`).
+    `at`: check this folder or file instead of <data_root>/<dest> (what fetch does before it
+    installs); `verify_checksums=False` skips the checksums (fetch has just verified them).
+    `width`: the nets' width for the weights' content check (1.0: the real files). `source`: the
+    Source to check (default: the registry's `name`)."""
+    source = get_source(name) if source is None else source
     data_root = Path(data_root)
-    expected = EXPECTED_COUNTS if expected is None else expected
+    expected = expected_counts() if expected is None else expected
     report = CheckReport(name)
     fix = _fetch_cmd(name, data_root_arg)
-    base = data_root / source.dest
+    base = data_root / source.dest if at is None else Path(at)
     if name in ("voc2011", "voc2012"):
         _check_voc(report, base, fix, expected)
     elif name == "sbd":
@@ -279,7 +317,7 @@ def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
         _check_voc2010(report, base, fix, expected)
     elif name == "pascal-context":
         _check_context(report, base, fix, expected, data_root, data_root_arg)
-    elif name == "nyud-gupta":
+    elif source.is_archive:  # nyud-gupta: its layout is not verified here
         report.location = base
         if base.is_dir() and any(base.iterdir()):
             report.good.append("extracted (contents not checked: their layout is not verified here)")
@@ -287,7 +325,7 @@ def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
             report.problems.append(f"{base} is missing or empty")
             report.fix(fix)
     else:
-        path = _check_single_file(report, source, data_root, fix)
+        path = _check_single_file(report, source, data_root, fix, base, verify_checksums, data_root_arg, width)
         if path is not None and name == "voc2011-lists":
             _count(report, "seg11valid.txt", read_split(path), expected.get("seg11valid"), "list")
         elif path is not None and name == "nyud-labeled":
@@ -302,6 +340,15 @@ def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
     if report.problems and not report.fixes:
         report.fix(f"{fix} --force")
     return report
+
+
+def own_problems(report: CheckReport) -> list[str]:
+    """The report's problems, unless every one is for another source to fix (pascal-context
+    without VOC2010: its lists are needed to count the LabelMaps)."""
+    own = _fetch_cmd(report.name, "")
+    if any(f == own or f.startswith(own + " ") for f in report.fixes):
+        return report.problems
+    return []
 
 
 def check_names() -> list[str]:

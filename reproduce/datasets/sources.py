@@ -9,12 +9,30 @@ records the sha256 of what it got in <data-root>/checksums/<filename>.sha256 and
 verify against that record (commit it to pin the file).
 data/sources.json is this registry as JSON (regenerate: `fcn data list --json > data/sources.json`; a test
 checks the two agree).
+
+Sizes: `size` is the exact byte count where it is known (`size_origin` says from where); a file of
+another size is never installed. Where it is not known, the content checks (fetch.py) still refuse
+a truncated or wrong file.
+
+Override: the environment variable FCN_SOURCES may name a JSON file of the same shape as
+data/sources.json, {"sources": [{"name": NAME, FIELD: VALUE, ...}, ...], "expected_counts":
+{"seg11valid": N, ...}}: each entry replaces the named fields of the built-in source NAME (unknown
+names or fields are an error), and "expected_counts" replaces split sizes the layout check expects
+(layout_check.EXPECTED_COUNTS). Every fetch of an overridden source says so. It is what
+`make reproduce-voc-dryrun` uses to serve generated stand-ins of the real files (their own sha256,
+size and split sizes); nothing else should need it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
-__all__ = ["Source", "SOURCES", "NO_OFFICIAL_CHECKSUM", "get_source", "sources_as_json"]
+__all__ = ["Source", "SOURCES", "NO_OFFICIAL_CHECKSUM", "OVERRIDE_ENV", "SourcesOverrideError", "get_source",
+           "registry", "override_counts", "override_path", "overridden_names", "sources_as_json"]
+
+OVERRIDE_ENV = "FCN_SOURCES"
 
 NO_OFFICIAL_CHECKSUM = "no official checksum published"
 _TORCHVISION = ("not published by the dataset authors; the md5 torchvision's downloader records "
@@ -38,6 +56,7 @@ class Source:
     checksum_origin: str = NO_OFFICIAL_CHECKSUM
     size: int | None = None   # bytes, where known exactly
     approx_size: str | None = None
+    size_origin: str = ""     # where `size` comes from
     note: str = ""
 
     @property
@@ -71,7 +90,9 @@ _DATASETS = [
              "PASCAL VOC 2012 trainval (JPEGImages, SegmentationClass); expected to hold the seg11valid images "
              "too (UNVERIFIED here; voc2011 is what the reference read)",
              "pascal.md", md5="6cd6e144f989b92b3379bac3b3de84fd",
-             checksum_origin=_TORCHVISION.format("VOCSegmentation")),
+             checksum_origin=_TORCHVISION.format("VOCSegmentation"), size=1999639040,
+             size_origin="Content-Length of the official URL, as logged by several independent public "
+                         "download logs and scripts"),
     _dataset("voc2011", "http://host.robots.ox.ac.uk/pascal/VOC/voc2011/VOCtrainval_25-May-2011.tar",
              "PASCAL VOC 2011 trainval: the devkit the reference validates on (seg11valid)",
              "pascal.md", md5="6c3384ef61512963050cb5d687e5bf1e",
@@ -82,7 +103,7 @@ _DATASETS = [
            description="seg11valid.txt: the 736 VOC2011 val ids not in SBD train (FCN's validation split)",
            doc="pascal.md", sha256="4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcfbc2cc",
            checksum_origin=f"sha256 of data/pascal/seg11valid.txt in {_FCN_REPO}, recorded by fcn-repro",
-           size=8832, note="also shipped in reproduce/datasets/lists/pascal/seg11valid.txt"),
+           size=8832, size_origin="the same file", note="also shipped in reproduce/datasets/lists/pascal/seg11valid.txt"),
     _dataset("sbd", "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
              "SBD (Hariharan et al.): benchmark_RELEASE/dataset with img/, cls/, train.txt (8,498)",
              "pascal.md", md5="82b4d87ceb2ed10f6038a1cba92111cb",
@@ -115,7 +136,9 @@ _DATASETS = [
 _BASE_NETS = [
     _weights("vgg16", "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel",
              "VGG16 ILSVRC classifier (Simonyan & Zisserman), the init of every VGG FCN "
-             "(convert with surgery to vgg16-fcn)", approx_size="about 528 MiB (not verified)"),
+             "(convert with surgery to vgg16-fcn)", size=553432081,
+             size_origin="the byte count Caffe's reader logs for this file (\"total number of bytes read\"), "
+                         "and public directory listings of it"),
     _weights("caffenet", f"{_DL}bvlc_reference_caffenet.caffemodel",
              "BVLC CaffeNet: the base net ilsvrc-nets/README.md links for FCN-AlexNet "
              "(pool before norm, as voc-fcn-alexnet/net.py)",
@@ -157,18 +180,86 @@ _FCNS = [_weights(net, f"{_DL}{filename}", f"released FCN weights for {net} (Caf
 SOURCES: dict[str, Source] = {s.name: s for s in (*_DATASETS, *_BASE_NETS, *_FCNS)}
 
 
-def get_source(name: str) -> Source:
-    """The Source called `name`; KeyError listing the known names otherwise."""
+class SourcesOverrideError(ValueError):
+    """The FCN_SOURCES file is unreadable or names an unknown source or field."""
+
+
+_FIELDS = {f.name: f for f in fields(Source)}
+_DERIVED = {"archive"}  # in sources.json for readers, computed from the file name here
+_cache: dict[tuple[str, int, int], tuple[dict[str, Source], dict[str, int], tuple[str, ...]]] = {}
+
+
+def override_path() -> Path | None:
+    """The FCN_SOURCES file, or None when the variable is unset or empty."""
+    value = os.environ.get(OVERRIDE_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def _load_override(path: Path) -> tuple[dict[str, Source], dict[str, int], tuple[str, ...]]:
+    """(registry with the override applied, expected split sizes, overridden names); cached per file version."""
     try:
-        return SOURCES[name]
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _cache:
+            return _cache[key]
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): cannot read the registry override: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sources", []), list):
+        raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): expected {{\"sources\": [...], \"expected_counts\": {{...}}}}")
+    merged = dict(SOURCES)
+    for i, entry in enumerate(data.get("sources", [])):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name not in SOURCES:
+            raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): sources[{i}] names no known source "
+                                       f"({name!r}); known: {', '.join(SOURCES)}")
+        unknown = sorted(set(entry) - set(_FIELDS) - _DERIVED)
+        if unknown:
+            raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): {name}: unknown fields {', '.join(unknown)}")
+        changes = {k: v for k, v in entry.items() if k in _FIELDS and k != "name"}
+        bad = [k for k in ("size",) if changes.get(k) is not None and (not isinstance(changes[k], int) or changes[k] < 0)]
+        if bad:
+            raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): {name}: size must be a byte count, got {changes['size']!r}")
+        merged[name] = replace(SOURCES[name], **changes)
+    counts = data.get("expected_counts", {})
+    if not isinstance(counts, dict) or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
+        raise SourcesOverrideError(f"{path} (${OVERRIDE_ENV}): expected_counts must map split names to counts")
+    result = (merged, dict(counts), tuple(n for n in merged if merged[n] is not SOURCES[n]))
+    _cache[key] = result
+    return result
+
+
+def registry() -> dict[str, Source]:
+    """Every source by name: the built-in SOURCES, with the FCN_SOURCES override applied when set."""
+    path = override_path()
+    return SOURCES if path is None else _load_override(path)[0]
+
+
+def overridden_names() -> tuple[str, ...]:
+    """The sources the FCN_SOURCES override changes (empty without one)."""
+    path = override_path()
+    return () if path is None else _load_override(path)[2]
+
+
+def override_counts() -> dict[str, int]:
+    """Split sizes the FCN_SOURCES override sets for the layout check (empty without one)."""
+    path = override_path()
+    return {} if path is None else _load_override(path)[1]
+
+
+def get_source(name: str) -> Source:
+    """The Source called `name` (with the FCN_SOURCES override applied); KeyError listing the
+    known names otherwise."""
+    try:
+        return registry()[name]
     except KeyError:
         raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}") from None
 
 
-def sources_as_json() -> dict:
-    """The registry as a JSON-ready dict (what data/sources.json holds)."""
+def sources_as_json(sources: dict[str, Source] | None = None) -> dict:
+    """The registry (default: the built-in one) as a JSON-ready dict (what data/sources.json holds)."""
     return {
         "format": "fcn-repro data sources v1: one entry per `fcn data fetch NAME`; checksum fields are "
                   "null where unknown and checksum_origin says who published them",
-        "sources": [dict(asdict(s), archive=s.is_archive) for s in SOURCES.values()],
+        "sources": [dict(asdict(s), archive=s.is_archive) for s in (sources or SOURCES).values()],
     }
