@@ -27,12 +27,13 @@ STAGE = $(PY) -m reproduce.stage_record
 
 .PHONY: help venv test test-export-opencv bench clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
-        reproduce-alexnet reproduce-smoke reproduce-voc-dryrun
+        reproduce-alexnet reproduce-googlenet reproduce-smoke reproduce-voc-dryrun
 
 help:
 	@echo "make reproduce-voc           VGG16 -> FCN-32s -> 16s -> 8s (+ 8s at-once) on VOC, results/voc.md (CUDA GPU, days)"
 	@echo "make reproduce-voc-released  convert the released FCN caffemodels and score them on seg11valid (hours)"
 	@echo "make reproduce-nyud | reproduce-siftflow | reproduce-context | reproduce-alexnet"
+	@echo "make reproduce-googlenet     FCN-GoogLeNet (the paper's Table 1 net, our construction) on VOC, results/googlenet.md"
 	@echo "make reproduce-smoke         the whole pipeline on the shipped samples, CPU, a few minutes"
 	@echo "make reproduce-voc-dryrun    make reproduce-voc itself at full size, 2 iterations per stage, killed and rerun (CPU)"
 	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
@@ -78,6 +79,7 @@ $(DATA)/weights/%.caffemodel: | $(STAMP)
 
 WEIGHT_NAME_VGG_ILSVRC_16_layers := vgg16
 WEIGHT_NAME_bvlc_reference_caffenet := caffenet
+WEIGHT_NAME_bvlc_googlenet := googlenet
 
 # ILSVRC classifiers converted with the reference's surgery (fc6/fc7 to convolutions, fc8 dropped).
 # --force: make remakes a converted file only when it is older than its caffemodel.
@@ -90,6 +92,12 @@ $(RUNS)/init/%-from-alexnet.pt: $(DATA)/weights/bvlc_reference_caffenet.caffemod
 	@mkdir -p $(@D)
 	$(STAGE) $(@D)/stage-convert-$*-from-alexnet.json --stage "convert $* from alexnet" --disk $@ -- \
 		$(CONVERT) $< $@ --force --net $* --from alexnet $(CONVERT_FLAGS)
+
+# BVLC GoogLeNet: trunk by layer name, its three classifiers dropped.
+$(RUNS)/init/%-from-googlenet.pt: $(DATA)/weights/bvlc_googlenet.caffemodel
+	@mkdir -p $(@D)
+	$(STAGE) $(@D)/stage-convert-$*-from-googlenet.json --stage "convert $* from googlenet" --disk $@ -- \
+		$(CONVERT) $< $@ --force --net $* --from googlenet $(CONVERT_FLAGS)
 
 # ---------------------------------------------------------------------------------------------
 # Training stages: $(RUNS)/<experiment>/final.pt, each from what the reference's solve.py loads.
@@ -110,6 +118,7 @@ $(eval $(call train_from,voc-fcn16s,$(RUNS)/voc-fcn32s/final.pt,$(VOC_DATA)))
 $(eval $(call train_from,voc-fcn8s,$(RUNS)/voc-fcn16s/final.pt,$(VOC_DATA)))
 $(eval $(call train_from,voc-fcn8s-atonce,$(RUNS)/init/voc-fcn8s-atonce-from-vgg16.pt,$(VOC_DATA)))
 $(eval $(call train_from,voc-fcn-alexnet,$(RUNS)/init/voc-fcn-alexnet-from-alexnet.pt,$(VOC_DATA)))
+$(eval $(call train_from,voc-fcn-googlenet,$(RUNS)/init/voc-fcn-googlenet-from-googlenet.pt,$(VOC_DATA)))
 $(eval $(call train_from,nyud-fcn32s-color,$(RUNS)/init/nyud-fcn32s-color-from-vgg16.pt,$(NYUD_DATA)))
 $(eval $(call train_from,nyud-fcn32s-hha,$(RUNS)/init/nyud-fcn32s-hha-from-vgg16.pt,$(NYUD_DATA)))
 $(eval $(call train_from,nyud-fcn32s-color-d,$(RUNS)/init/nyud-fcn32s-color-d-from-vgg16.pt,$(NYUD_DATA)))
@@ -149,12 +158,14 @@ $(eval $(call tables_for,$(RESULTS)/nyud.md,$(call runs_of,$(NYUD_RUNS))))
 $(eval $(call tables_for,$(RESULTS)/siftflow.md,$(call runs_of,$(SIFTFLOW_RUNS))))
 $(eval $(call tables_for,$(RESULTS)/context.md,$(call runs_of,$(CONTEXT_RUNS))))
 $(eval $(call tables_for,$(RESULTS)/alexnet.md,$(call runs_of,voc-fcn-alexnet)))
+$(eval $(call tables_for,$(RESULTS)/googlenet.md,$(call runs_of,voc-fcn-googlenet)))
 
 reproduce-voc: $(RESULTS)/voc.md
 reproduce-nyud: $(RESULTS)/nyud.md
 reproduce-siftflow: $(RESULTS)/siftflow.md
 reproduce-context: $(RESULTS)/context.md
 reproduce-alexnet: $(RESULTS)/alexnet.md
+reproduce-googlenet: $(RESULTS)/googlenet.md
 
 # The quick path: the released FCN caffemodels, converted and scored on seg11valid (no training).
 RELEASED := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet

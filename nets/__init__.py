@@ -9,7 +9,11 @@
 (`conv1_1.weight`, `score_fr.bias`, ...), initialized as Caffe leaves it: score layers zero,
 upsampling layers bilinear (diagonal only). Trunk layers are meant to be loaded from a converted
 caffemodel (see `weight_convert`); until then they hold PyTorch's default random init (Caffe's
-would be all zeros, since the reference prototxts set no filler on them).
+would be all zeros, since the reference prototxts set no filler on them), except FCN-GoogLeNet's,
+which get the fillers of BVLC's GoogLeNet prototxt (xavier weights, 0.2 biases).
+
+Layer names with a '/' (GoogLeNet's `inception_4c/5x5`) are module names as they are
+(`getattr(net, "inception_4c/5x5")`, state dict key `inception_4c/5x5.weight`).
 
 `to_prototxt(net)` writes a built net back as Caffe prototxt text and `caffe_blobs(net)` gives
 its weights as Caffe blobs (`nets.caffe_graph`; `fcn export caffe` writes both).
@@ -25,6 +29,7 @@ from nets.alexnet_fcn import AlexNetFCN
 from nets.caffe import param_multipliers
 from nets.caffe_graph import caffe_blobs, caffe_layers, to_prototxt
 from nets.fast import set_fast
+from nets.googlenet_fcn import GoogLeNetFCN
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
 __all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo",
@@ -63,6 +68,10 @@ def _alexnet(num_classes: int, width: float) -> nn.Module:
     return AlexNetFCN(num_classes, width=width)
 
 
+def _googlenet(num_classes: int, width: float) -> nn.Module:
+    return GoogLeNetFCN(num_classes, width=width)
+
+
 _DATA, _FUSION = ("data",), ("color", "hha")
 _REGISTRY: dict[str, NetInfo] = {i.name: i for i in [
     NetInfo("voc-fcn32s", 21, _DATA, _vgg(32)),
@@ -70,6 +79,7 @@ _REGISTRY: dict[str, NetInfo] = {i.name: i for i in [
     NetInfo("voc-fcn8s", 21, _DATA, _vgg(8)),
     NetInfo("voc-fcn8s-atonce", 21, _DATA, _vgg(8, at_once=True)),
     NetInfo("voc-fcn-alexnet", 21, _DATA, _alexnet),
+    NetInfo("voc-fcn-googlenet", 21, _DATA, _googlenet),  # the paper's Table 1; not in the reference
     NetInfo("nyud-fcn32s-color", 40, _DATA, _vgg(32)),
     NetInfo("nyud-fcn32s-hha", 40, _DATA, _vgg(32)),
     NetInfo("nyud-fcn32s-color-d", 40, _DATA, _vgg(32, in_channels=4, first_conv="conv1_1_bgrd")),

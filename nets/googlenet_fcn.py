@@ -95,6 +95,23 @@ UPSCORE_KERNEL, UPSCORE_STRIDE = 63, 32
 PAD_CHECK_SIZES = 1024
 #: The dropout layer kept from BVLC GoogLeNet, and the head's layers.
 DROP, SCORE_FR, UPSCORE = "pool5/drop_7x7_s1", "score_fr", "upscore"
+#: BVLC GoogLeNet's classifier, replaced by score_fr.
+BVLC_CLASSIFIER = "loss3/classifier"
+#: Layers with blobs that BVLC's training net (train_val.prototxt) adds to the deploy net: the two
+#: auxiliary classifiers, which FCN-GoogLeNet drops. A snapshot of that training holds them.
+BVLC_AUX_LAYERS = ("loss1/conv", "loss1/fc", "loss1/classifier", "loss2/conv", "loss2/fc", "loss2/classifier")
+
+
+def bvlc_layers() -> tuple[str, ...]:
+    """The layers with blobs of BVLC GoogLeNet's deploy net, in its order: every trunk convolution,
+    then loss3/classifier."""
+    names = []
+    for name, kind, *_ in GOOGLENET_TRUNK:
+        if kind == "conv":
+            names.append(name)
+        elif kind == "inception":
+            names += [f"{name}/{suffix}" for suffix, *_ in INCEPTION_LAYERS if suffix != "pool"]
+    return tuple(names) + (BVLC_CLASSIFIER,)
 
 
 def _inception(net: nn.Module, name: str, channels: int, width: float) -> int:

@@ -21,13 +21,14 @@ from reproduce import experiments
 BASE_WEIGHTS = {
     "vgg16": ("weights/vgg16-fcn.caffemodel", "weights/VGG_ILSVRC_16_layers.caffemodel"),
     "alexnet": ("weights/alexnet-fcn.caffemodel", "weights/bvlc_reference_caffenet.caffemodel"),
+    "googlenet": ("weights/bvlc_googlenet.caffemodel",),  # loaded by layer name, classifiers dropped
 }
 
 
 def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) -> list[Path]:
     """The weights an experiment starts from when --init is not given.
 
-    "vgg16" / "alexnet": the first of BASE_WEIGHTS found under `data_dir`; a coarser experiment:
+    "vgg16" / "alexnet" / "googlenet": the first of BASE_WEIGHTS found under `data_dir`; a coarser experiment:
     its `final.pt` in the sibling run directory `<out>/../<name>/final.pt`; late fusion: one per stream.
     Raises click.UsageError naming what was looked for when a file is missing.
     """

@@ -205,3 +205,42 @@ def alexnet_layers(width: float = 1.0, *, seed: int = 0) -> list[tuple[str, str,
                ("fc7", "InnerProduct", [_random(rng, (c7, c7), 0.01), _random(rng, (c7,))]),
                ("fc8", "InnerProduct", [_random(rng, (1000, c7), 0.01), _random(rng, (1000,))])]
     return layers
+
+
+def googlenet_layers(width: float = 1.0, *, seed: int = 0, aux: bool = True) -> list[tuple[str, str, list[np.ndarray]]]:
+    """BVLC GoogLeNet with random weights, from the deploy.prototxt fact table
+    (fixtures/bvlc_googlenet_layers.json); ``aux`` adds the two auxiliary classifiers of its training
+    net (loss1/* after inception_4a, loss2/* after inception_4d: 1x1 conv to 128, fc 1024 on 4x4,
+    classifier 1000), in the training net's order, as a snapshot of that training holds them."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    deploy = json.loads((Path(__file__).parent / "fixtures" / "bvlc_googlenet_layers.json").read_text())["layers"]
+    channels = {"data": 3}
+    layers: list[tuple[str, str, list[np.ndarray]]] = []
+    for layer in deploy:
+        name, kind, bottoms = layer["name"], layer["type"], layer["bottom"]
+        blobs: list[np.ndarray] = []
+        if kind == "Convolution":
+            out, k, cin = scaled(layer["num_output"], width), layer["kernel_size"], channels[bottoms[0]]
+            blobs = [_random(rng, (out, cin, k, k)), _random(rng, (out,))]
+            channels[name] = out
+        elif kind == "InnerProduct":  # loss3/classifier on the 1024 (scaled) pooled channels
+            cin = channels[bottoms[0]]
+            blobs = [_random(rng, (1000, cin), 0.01), _random(rng, (1000,))]
+            channels[name] = 1000
+        elif kind == "Concat":
+            channels[name] = sum(channels[b] for b in bottoms)
+        elif bottoms and kind != "ReLU":
+            channels[layer["top"][0]] = channels[bottoms[0]]
+        layers.append((name, kind, blobs))
+        if aux and name in ("inception_4a/output", "inception_4d/output"):
+            head = "loss1" if "4a" in name else "loss2"
+            c = scaled(128, width)
+            fc = scaled(1024, width)
+            layers += [(f"{head}/ave_pool", "Pooling", []),
+                       (f"{head}/conv", "Convolution", [_random(rng, (c, channels[name], 1, 1)), _random(rng, (c,))]),
+                       (f"{head}/fc", "InnerProduct", [_random(rng, (fc, c * 4 * 4), 0.01), _random(rng, (fc,))]),
+                       (f"{head}/classifier", "InnerProduct", [_random(rng, (1000, fc), 0.01), _random(rng, (1000,))]),
+                       (f"{head}/loss", "SoftmaxWithLoss", [])]
+    return layers

@@ -323,3 +323,42 @@ def test_temporaries_of_a_killed_conversion_are_removed_at_the_next_start(tmp_pa
     assert (f"removed 2 temporary file(s) left by an interrupted conversion to {dst}: "
             f"{', '.join(sorted([left[0], old_style.name]))}") in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dst.name] + [p.name for p in keep])
+
+
+# ---------------------------------------------------------------------------------------------
+# FCN-GoogLeNet from BVLC GoogLeNet (--from googlenet)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("aux", [True, False], ids=["training-snapshot", "deploy-only"])
+def test_from_googlenet_loads_the_trunk_and_drops_the_classifiers(tmp_path, aux):
+    layers = enc.googlenet_layers(float(W), aux=aux)
+    src = enc.write_caffemodel(tmp_path / "bvlc_googlenet.caffemodel", layers)
+    dst = tmp_path / "fcn-googlenet.pt"
+    result = run(src, dst, "--net", "voc-fcn-googlenet", "--from", "googlenet", "--width", W)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "matched  inception_5b/pool_proj" in out and "dropped  loss3/classifier" in out
+    assert ("dropped  loss1/fc" in out and "dropped  loss2/classifier" in out) == aux
+    assert "missing  score_fr.weight" in out and "missing  upscore.weight" in out
+    assert " 0 reshaped by surgery" in out  # every trunk blob fits as it is
+    net = nets.build("voc-fcn-googlenet", width=float(W))
+    state = torch.load(dst, weights_only=True)
+    net.load_state_dict(state, strict=True)
+    blobs = {name: b for name, _, b in layers if b}
+    trunk = [n for n in blobs if not n.startswith("loss")]
+    assert len(trunk) == 3 + 9 * 6 and all(f"{n}.weight" in state for n in trunk)
+    for n in trunk:
+        np.testing.assert_array_equal(state[f"{n}.weight"].numpy(), blobs[n][0])
+        np.testing.assert_array_equal(state[f"{n}.bias"].numpy(), blobs[n][1])
+    assert not state["score_fr.weight"].any() and not state["score_fr.bias"].any()
+    fresh = nets.build("voc-fcn-googlenet", width=float(W)).upscore.weight
+    assert torch.equal(state["upscore.weight"], fresh.detach())
+
+
+def test_from_googlenet_refuses_a_file_that_is_not_googlenet(models, tmp_path):
+    layers = [l for l in enc.googlenet_layers(float(W)) if l[0] != "inception_4c/3x3"]
+    src = enc.write_caffemodel(tmp_path / "partial.caffemodel", layers)
+    result = run(src, tmp_path / "x.pt", "--net", "voc-fcn-googlenet", "--from", "googlenet", "--width", W)
+    assert result.exit_code == 2 and "does not hold googlenet: it lacks inception_4c/3x3" in result.output
+    result = run(models["vgg16"], tmp_path / "y.pt", "--net", "voc-fcn-googlenet", "--from", "googlenet", "--width", W)
+    assert result.exit_code == 2 and "does not hold googlenet: it lacks conv1/7x7_s2" in result.output
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()

@@ -50,7 +50,9 @@ def test_sources_json_is_the_registry() -> None:
 
 def test_registry_entries() -> None:
     weights = [s for s in SOURCES.values() if s.kind == "weights"]
-    assert len(weights) == 17  # VGG16, CaffeNet, AlexNet + the 14 released FCNs
+    assert len(weights) == 18  # VGG16, CaffeNet, AlexNet, GoogLeNet + the 14 released FCNs
+    assert SOURCES["googlenet"].sha1 == "405fc5acd08a3bb12de8ee5e23a96bec22f08204"  # BVLC model zoo readme
+    assert SOURCES["googlenet"].filename == "bvlc_googlenet.caffemodel"
     for source in SOURCES.values():
         assert source.url.startswith(("http://", "https://")) and source.url.endswith(source.filename)
         assert (REPO / "data" / source.doc).is_file(), source.doc
@@ -66,7 +68,7 @@ def test_registry_entries() -> None:
 
 def test_fcn_weights_cover_released_nets() -> None:
     import nets
-    fcn = {s.name for s in SOURCES.values() if s.kind == "weights"} - {"vgg16", "caffenet", "alexnet"}
+    fcn = {s.name for s in SOURCES.values() if s.kind == "weights"} - {"vgg16", "caffenet", "alexnet", "googlenet"}
     assert fcn <= set(nets.names())
-    # the reference released no weights for these two
-    assert set(nets.names()) - fcn == {"nyud-fcn32s-color-d", "nyud-fcn16s-color-hha"}
+    # the reference released no weights for these two, and has no FCN-GoogLeNet
+    assert set(nets.names()) - fcn == {"nyud-fcn32s-color-d", "nyud-fcn16s-color-hha", "voc-fcn-googlenet"}

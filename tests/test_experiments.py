@@ -13,13 +13,15 @@ from reproduce.experiments import Experiment
 
 # Facts sheet section 1c, typed in by hand: base_lr, momentum, iter_size, max_iter,
 # solve.py loop step (= our test_interval), snapshot (None: "none set"), test_iter.
-# nyud-fcn16s-color-hha has no reference solver: our choice (see its module).
+# nyud-fcn16s-color-hha has no reference solver: our choice (see its module). Neither has
+# voc-fcn-googlenet: the paper's solver (CVPR §4.3), its schedule as voc-fcn-alexnet's.
 SOLVER_TABLE = {
     "voc-fcn32s": (1e-10, 0.99, 1, 100000, 4000, 4000, 736),
     "voc-fcn16s": (1e-12, 0.99, 1, 100000, 4000, 4000, 736),
     "voc-fcn8s": (1e-14, 0.99, 1, 100000, 4000, 4000, 736),
     "voc-fcn8s-atonce": (1e-10, 0.99, 1, 300000, 4000, 4000, 736),
     "voc-fcn-alexnet": (1e-4, 0.9, 20, 100000, 4000, 4000, 736),
+    "voc-fcn-googlenet": (5e-5, 0.9, 20, 100000, 4000, 4000, 736),
     "nyud-fcn32s-color": (1e-10, 0.99, 1, 300000, 2000, 2000, 654),
     "nyud-fcn32s-hha": (1e-10, 0.99, 1, 300000, 2000, 2000, 654),
     "nyud-fcn32s-color-d": (1e-10, 0.99, 1, 300000, 2000, 2000, 654),
@@ -36,7 +38,7 @@ SOLVER_TABLE = {
 # Facts sheet section 1a "Init weights (from solve.py)"; late fusion from both FCN-32s streams.
 INIT = {
     "voc-fcn32s": "vgg16", "voc-fcn16s": "voc-fcn32s", "voc-fcn8s": "voc-fcn16s", "voc-fcn8s-atonce": "vgg16",
-    "voc-fcn-alexnet": "alexnet", "nyud-fcn32s-color": "vgg16", "nyud-fcn32s-hha": "vgg16",
+    "voc-fcn-alexnet": "alexnet", "voc-fcn-googlenet": "googlenet", "nyud-fcn32s-color": "vgg16", "nyud-fcn32s-hha": "vgg16",
     "nyud-fcn32s-color-d": "vgg16", "nyud-fcn32s-color-hha": ("nyud-fcn32s-color", "nyud-fcn32s-hha"),
     "nyud-fcn16s-color-hha": "nyud-fcn32s-color-hha", "siftflow-fcn32s": "vgg16",
     "siftflow-fcn16s": "siftflow-fcn32s", "siftflow-fcn8s": "siftflow-fcn16s", "pascalcontext-fcn32s": "vgg16",
@@ -61,11 +63,11 @@ def test_solver_settings_match_facts_sheet(name):
     assert e.test_interval == test_interval
     assert e.snapshot == snapshot
     assert e.test_iter == test_iter
-    # shared by every reference solver
-    assert e.weight_decay == 0.0005
+    # shared by every reference solver; FCN-GoogLeNet: GoogLeNet's own 2e-4 (the paper: "5e-4 or 2e-4")
+    assert e.weight_decay == (0.0002 if name == "voc-fcn-googlenet" else 0.0005)
     assert e.lr_policy == "fixed"
     assert e.seed == 1337
-    assert e.loss_normalize is (name == "voc-fcn-alexnet")
+    assert e.loss_normalize is (name in ("voc-fcn-alexnet", "voc-fcn-googlenet"))
     assert e.init == INIT[name]
 
 
@@ -77,7 +79,7 @@ def test_unknown_experiment_is_a_clear_error():
 def test_staged_inits_name_a_coarser_experiment_of_the_same_dataset():
     for e in experiments.all_experiments():
         for parent in (e.init,) if isinstance(e.init, str) else e.init:
-            if parent in ("vgg16", "alexnet"):
+            if parent in ("vgg16", "alexnet", "googlenet"):
                 continue
             p = experiments.get(parent)
             assert p.dataset == e.dataset, e.name

@@ -18,7 +18,7 @@ from torch import nn
 
 import nets
 from nets.caffe import Concat, MaxPool, ReceptiveField, caffe_pool_output_size, lrn, xavier_
-from nets.googlenet_fcn import GOOGLENET_TRUNK, INCEPTION_BRANCHES, GoogLeNetFCN, derive_input_pad, receptive_field
+from nets.googlenet_fcn import GOOGLENET_TRUNK, INCEPTION_BRANCHES, derive_input_pad, receptive_field
 
 NAME = "voc-fcn-googlenet"
 DEPLOY = json.loads((Path(__file__).parent / "fixtures" / "bvlc_googlenet_layers.json").read_text())["layers"]
@@ -29,7 +29,7 @@ DISCARDED = {"data", "pool5/7x7_s1", "loss3/classifier", "prob"}
 
 
 def build(width: float = 1.0) -> nn.Module:
-    return GoogLeNetFCN(21, width=width)
+    return nets.build(NAME, width=width)
 
 
 def full_net(**kw) -> nn.Module:

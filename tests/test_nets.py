@@ -11,7 +11,7 @@ import nets
 from nets.caffe import MaxPool, bilinear_kernel, caffe_pool_output_size
 
 NAMES = [
-    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
+    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "voc-fcn-googlenet",
     "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
     "nyud-fcn16s-color-hha", "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
     "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
@@ -29,6 +29,8 @@ def reference_offsets(name: str) -> dict[str, int]:
     """The reference's crop offsets for `name`, with its layer-name suffixes."""
     if name == "voc-fcn-alexnet":
         return {"score": 18}
+    if name == "voc-fcn-googlenet":  # no reference net: our derivation, checked in tests/test_googlenet.py
+        return {"score": 16}
     ref = REFERENCE_OFFSETS[32 if "32s" in name else 16 if "16s" in name else 8]
     if name.startswith("siftflow"):
         return {(k[:-1] + h + "c" if k.endswith("c") else k + h): v for h in ("_sem", "_geo") for k, v in ref.items()}
@@ -225,6 +227,8 @@ def expected_count(name: str) -> int:
     stride = 32 if "32s" in name else 16 if "16s" in name else 8
     if name == "voc-fcn-alexnet":
         return alexnet_count(21)
+    if name == "voc-fcn-googlenet":  # trunk counted from BVLC's prototxt in tests/test_googlenet.py
+        return 5_995_077 + 21 * 21 * 63 * 63
     if name.startswith("siftflow"):
         return vgg_fcn_count(33, stride) + vgg_fcn_count(3, stride) - vgg_fcn_count(0, 32)
     if name.endswith("color-hha"):

@@ -3,7 +3,7 @@
 The goldens in tests/fixtures/oracle/ were made by BVLC Caffe 1.0.0 (Debian bullseye's python3-caffe)
 from prototxts that tools/caffe_oracle/prototxts.py types from the reference's layer tables,
 independently of `nets/` (regenerate with `make oracle`; see tools/caffe_oracle/). They hold, per
-experiment, at trunk width 1/64 and batch 2: Caffe's random weights (a .caffemodel), the inputs and
+experiment, at trunk width 1/64 (FCN-GoogLeNet: 1/16) and batch 2: Caffe's random weights (a .caffemodel), the inputs and
 labels (with 255s), the score blob(s), intermediate blobs, the loss(es), the input and parameter
 gradients, and the weights after 5 SGDSolver steps. No Caffe is needed here.
 

@@ -40,7 +40,7 @@ def test_cvpr_numbers_match_the_facts_sheet():
     assert [t1.row(m).values["mean_iu"] for m in ("FCN-AlexNet", "FCN-VGG16", "FCN-GoogLeNet")] == [39.8, 56.0, 42.5]
     assert [t1.row(m).values["forward_ms"] for m in ("FCN-AlexNet", "FCN-VGG16", "FCN-GoogLeNet")] == [50, 210, 59]
     assert t1.row("FCN-VGG16").experiment == "voc-fcn32s"
-    assert t1.row("FCN-GoogLeNet").experiment is None
+    assert t1.row("FCN-GoogLeNet").experiment == "voc-fcn-googlenet" and t1.row("FCN-GoogLeNet").split == "seg11valid"
 
     t2 = load_paper_table("table2_skip")
     assert t2.row("FCN-32s").values == {"pixel_acc": 89.1, "mean_acc": 73.3, "mean_iu": 59.4, "fw_iu": 81.4}

@@ -32,8 +32,9 @@ class ConvertError(click.ClickException):
               help="Target net: write its state dict (Caffe layer names), checking every shape. "
                    "Without it, every blob is dumped as '<layer>/<index>'.")
 @click.option("--from", "from_name", type=click.Choice(list(BASE_NETS) + nets.names()), default=None,
-              help="What SRC holds (a net name, or vgg16 / alexnet): initialize --net from it as the "
-                   "reference does (fc6/fc7 surgery, fc8 dropped, new layers keep their init).")
+              help="What SRC holds (a net name, or vgg16 / alexnet / googlenet): initialize --net from it as "
+                   "the reference does (fc6/fc7 surgery, fc8 dropped, new layers keep their init; GoogLeNet: "
+                   "its classifiers dropped).")
 @click.option("--hha", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Late-fusion nets: the HHA FCN-32s (SRC is then the colour FCN-32s).")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nets.googlenet_fcn import BVLC_AUX_LAYERS, bvlc_layers
+
 from . import surgery as surg
 from .errors import WeightMismatchError
 from .load import LoadReport, check_complete, plan_transfer, target_layers
@@ -32,7 +34,11 @@ BASE_NETS: dict[str, tuple[str, ...]] = {
     "vgg16": ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
               "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7", "fc8"),
     "alexnet": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"),
+    "googlenet": bvlc_layers(),  # conv1/7x7_s2 ... inception_5b/pool_proj, loss3/classifier
 }
+#: Layers a base net's file may hold besides BASE_NETS[name]: BVLC GoogLeNet's auxiliary classifiers
+#: (in a snapshot of its training net, not in its deploy net; which the released file is, UNVERIFIED).
+OPTIONAL_BASE_LAYERS: dict[str, tuple[str, ...]] = {"googlenet": BVLC_AUX_LAYERS}
 
 
 @dataclass
@@ -66,7 +72,7 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
     Without ``net_name`` every blob is written as ``<layer>/<index>``, in its stored dtype.
     With ``net_name`` the result is that net's state dict (float32); without ``from_name`` the
     source must fill every parameter (``WeightMismatchError`` otherwise). ``from_name`` names
-    what the source holds (a nets name, or "vgg16" / "alexnet") and makes this the reference's
+    what the source holds (a nets name, or "vgg16" / "alexnet" / "googlenet") and makes this the reference's
     initialization: new layers keep the net's init, source layers it lacks are dropped, and the
     color-D / late-fusion surgeries apply. ``hha``: the HHA FCN-32s for a late-fusion net (``src``
     is then the colour stream). ``on_report`` sees the report before anything is written.
@@ -181,8 +187,8 @@ def _build_recording(nets_module, name: str, width: float, to_meta: Callable[[in
 
 def check_source_is(source: OpenedSource, from_name: str, width: float) -> None:
     """Check that ``source`` holds ``from_name``'s layers (a nets name, or a BASE_NETS name): its
-    layers with blobs must be exactly ``from_name``'s layers with parameters, with matching shapes
-    for nets. The error says which layers the source lacks and which it has that are not in
+    layers with blobs must be exactly ``from_name``'s layers with parameters (plus, for a base net,
+    any of ``OPTIONAL_BASE_LAYERS``), with matching shapes for nets. The error says which layers the source lacks and which it has that are not in
     ``from_name``."""
     import nets
 
@@ -196,7 +202,8 @@ def check_source_is(source: OpenedSource, from_name: str, width: float) -> None:
                                   f"{', '.join(list(BASE_NETS) + nets.names())}")
     have = [layer.name for layer in source.layers if layer.blobs]
     lacks = [name for name in expected if name not in set(have)]
-    strangers = [name for name in have if name not in set(expected)]
+    allowed = set(expected) | set(OPTIONAL_BASE_LAYERS.get(from_name, ()))
+    strangers = [name for name in have if name not in allowed]
     if lacks or strangers:
         parts = ([f"it lacks {_names(lacks)}"] if lacks else []) + \
                 ([f"{'it ' if not lacks else ''}has layers {from_name} does not: {_names(strangers)}"]

@@ -125,6 +125,11 @@ _BASE_NETS = [
              "BVLC AlexNet (norm before pool); FCN-AlexNet itself uses CaffeNet, see `caffenet`",
              sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377",
              checksum_origin="BVLC model zoo, models/bvlc_alexnet/readme.md (sha1)"),
+    _weights("googlenet", f"{_DL}bvlc_googlenet.caffemodel",
+             "BVLC GoogLeNet: the trunk of voc-fcn-googlenet (the paper's Table 1 FCN-GoogLeNet, which "
+             "used the authors' own GoogLeNet; ours is built on BVLC's)",
+             sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204",
+             checksum_origin="BVLC model zoo, models/bvlc_googlenet/readme.md (sha1)"),
 ]
 
 # net name (nets.names()) -> released file, from each model directory's caffemodel-url.

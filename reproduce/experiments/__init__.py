@@ -15,7 +15,7 @@ __all__ = ["Experiment", "Expected", "get", "names", "all_experiments"]
 
 # In nets.names() order.
 _NAMES = (
-    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
+    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "voc-fcn-googlenet",
     "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
     "nyud-fcn16s-color-hha",
     "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",

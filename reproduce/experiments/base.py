@@ -51,7 +51,7 @@ class Experiment:
         they are concatenated along channels into the one `data` blob (NYUD color-D early fusion).
     labels: dataset sample keys of the ground truth, one per score head.
     scores: the net's output blob per head, aligned with `labels` ("score" or "score_sem"/"score_geo").
-    init: what the trunk is initialized from: "vgg16" / "alexnet" (the converted ILSVRC
+    init: what the trunk is initialized from: "vgg16" / "alexnet" / "googlenet" (the converted ILSVRC
         classifier), the name of the coarser experiment whose final weights are loaded, or a tuple
         of experiment names for late fusion (copied with the net's stream suffixes).
     base_lr, momentum, weight_decay, iter_size, max_iter, lr_policy: Caffe SGD solver settings.

@@ -58,7 +58,19 @@ SEED = 1337
 # The large-weight-decay SGD run is kept for a few nets only (fixture size); between them they cover
 # VGG biases (decay_mult 0), AlexNet biases (decay_mult 1), lr_mult 0 Scale blobs, the 4-channel
 # first conv and two loss heads. The multipliers of every net are compared directly in the tests.
-DECAY_RUN = ("voc-fcn8s-atonce", "voc-fcn-alexnet", "nyud-fcn32s-color-d", "siftflow-fcn16s")
+DECAY_RUN = ("voc-fcn8s-atonce", "voc-fcn-alexnet", "voc-fcn-googlenet", "nyud-fcn32s-color-d", "siftflow-fcn16s")
+# Nets whose solver has momentum 0.9 and gradient accumulation (iter_size 20; here 2, the same shape):
+# the reference's FCN-AlexNet and the paper's FCN-GoogLeNet solver.
+ACCUMULATING = ("voc-fcn-alexnet", "voc-fcn-googlenet")
+# Seeds are numbered in the order the nets were added (not prototxts.EXPERIMENTS order), so that adding
+# a net leaves every other net's goldens byte-identical.
+SEED_ORDER = (
+    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
+    "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
+    "nyud-fcn16s-color-hha", "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
+    "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
+    "voc-fcn-googlenet",
+)
 # Conditioning: the goldens of a seed are kept only if multiplying the initial learnable weights
 # elementwise by (1 + PERTURBATION * N(0, 1)) -- about the float32 noise by which our PyTorch run and
 # Caffe's differ -- changes every compared quantity by less than the limits below (a fraction of the
@@ -140,17 +152,17 @@ def solver_settings(name: str, spec: prototxts.Net, grads: Dict[str, np.ndarray]
                     weights: Dict[str, np.ndarray]) -> Tuple[dict, dict]:
     """Solver settings of the two SGD runs: (reference-like, large weight decay).
 
-    Reference-like: momentum 0.99 and weight decay 5e-4 (AlexNet: momentum 0.9 and iter_size 2, the shape
-    of its reference solver, whose iter_size is 20). The loss is unnormalized, so the reference's
+    Reference-like: momentum 0.99 and weight decay 5e-4 (AlexNet and GoogLeNet: momentum 0.9 and iter_size
+    2, the shape of their solvers, whose iter_size is 20). The loss is unnormalized, so the reference's
     base_lr (1e-10..1e-14 at 500 x 500) would not move weights visibly here; base_lr is chosen from the
     initial gradients so that the fastest-moving blob changes by about TARGET_MAX_REL_CHANGE.
     With that lr, a weight decay of 5e-4 changes weights by ~1e-7 relative: invisible at 1e-5. The
     second run raises the weight decay to the median gradient / weight ratio so that the decay term
     (and decay_mult: 0 on VGG biases, 1 on AlexNet's) weighs as much as the gradient.
     """
-    alexnet = name == "voc-fcn-alexnet"
-    momentum = 0.9 if alexnet else MOMENTUM
-    iter_size = 2 if alexnet else 1
+    accumulating = name in ACCUMULATING
+    momentum = 0.9 if accumulating else MOMENTUM
+    iter_size = 2 if accumulating else 1
     # v_t = mu v_{t-1} + lr g: after 5 steps with a constant g the weights moved by lr g sum_t sum_{s<t} mu^s.
     steps_factor = sum(sum(momentum ** s for s in range(t)) for t in range(1, STEPS + 1))
     ratios = {}
@@ -275,7 +287,7 @@ class Config:
     backward only, no SGD runs, no conditioning check, the .caffemodel left uncompressed)."""
 
     out_dir: str = "tests/fixtures/oracle"
-    width: float = prototxts.GOLDEN_WIDTH
+    width: Optional[float] = None  # None: each net's golden width (prototxts.golden_width)
     hw: Optional[Tuple[int, int]] = None
     batch: int = prototxts.BATCH
     live: bool = False
@@ -283,9 +295,10 @@ class Config:
 
 def make_one(name: str, cfg: Config, seed: int, workdir: str) -> dict:
     """Make the goldens of ``name`` from ``seed``; IllConditioned if they fail the conditioning check."""
-    spec = prototxts.build_net(name, width=cfg.width, hw=cfg.hw, batch=cfg.batch)
+    width = cfg.width if cfg.width is not None else prototxts.golden_width(name)
+    spec = prototxts.build_net(name, width=width, hw=cfg.hw, batch=cfg.batch)
     folder = os.path.join(cfg.out_dir, name)
-    net_path, nodrop_path = prototxts.write_prototxts(cfg.out_dir, [name], cfg.width, cfg.hw, cfg.batch)
+    net_path, nodrop_path = prototxts.write_prototxts(cfg.out_dir, [name], width, cfg.hw, cfg.batch)
 
     caffe.set_random_seed(seed)
     net = caffe.Net(net_path, caffe.TEST)
@@ -314,6 +327,11 @@ def make_one(name: str, cfg: Config, seed: int, workdir: str) -> dict:
         if not np.abs(golden[f"score/{s}"]).max() > 0:
             raise RuntimeError(f"{name}: score blob {s} is all zero")
     grads = {p: golden[f"grad/{p}"] for p in learnable(spec)}
+    dead = [p for p, g in grads.items() if not np.abs(g).max() > 0]
+    if dead and not cfg.live:
+        # A dead ReLU branch (all pre-activations <= 0 on these inputs): its blobs get no gradient and
+        # the goldens would not test them (seen with GoogLeNet's 2-channel branches).
+        raise IllConditioned(f"{name}: all-zero gradient of {', '.join(dead)}")
     weights0 = {p: blob_of(net, p).data.copy() for p in learnable(spec)}
 
     if not cfg.live:
@@ -391,7 +409,7 @@ def make_one(name: str, cfg: Config, seed: int, workdir: str) -> dict:
 
 def make_conditioned(name: str, cfg: Config, workdir: str) -> Tuple[dict, List[str]]:
     """make_one with the experiment's seed, moving on to the next seeds while ill-conditioned."""
-    base = SEED + 1000 * prototxts.EXPERIMENTS.index(name)
+    base = SEED + 1000 * SEED_ORDER.index(name)
     rejected = []
     for attempt in range(MAX_SEED_ATTEMPTS):
         try:
@@ -428,7 +446,7 @@ def main() -> int:
             parser.error(f"unknown experiment {n!r}; known: {', '.join(prototxts.EXPERIMENTS)}")
     size = tuple(args.size) if args.size else ((500, 500) if args.live else None)
     cfg = Config(out_dir=args.out, live=args.live, hw=size,
-                 width=args.width if args.width is not None else (1.0 if args.live else prototxts.GOLDEN_WIDTH),
+                 width=args.width if args.width is not None else (1.0 if args.live else None),
                  batch=args.batch if args.batch is not None else (1 if args.live else prototxts.BATCH))
     caffe.set_mode_cpu()
     os.makedirs(args.out, exist_ok=True)
@@ -455,7 +473,7 @@ def main() -> int:
         "generator": "tools/caffe_oracle (prototxts.py + make_goldens.py)",
         "versions": versions(),
         "live": cfg.live,
-        "golden_width": cfg.width,
+        "golden_width": cfg.width if cfg.width is not None else prototxts.GOLDEN_WIDTH,
         "forward_phase": "TEST (net.prototxt; Dropout is the identity)",
         "sgd_net": "net_nodropout.prototxt (TRAIN phase)",
         "caffe_update": "v = momentum*v + base_lr*lr_mult*(g/iter_size + weight_decay*decay_mult*w); w = w - v",

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 # Every experiment of nets.names(), in that order.
 EXPERIMENTS: Tuple[str, ...] = (
-    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
+    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "voc-fcn-googlenet",
     "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
     "nyud-fcn16s-color-hha",
     "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
@@ -41,6 +41,15 @@ EXPERIMENTS: Tuple[str, ...] = (
 # Trunk width used for the committed goldens: 64 -> 2, 128 -> 2, 256 -> 4, 512 -> 8, 4096 -> 64 channels
 # (AlexNet: 96 -> 2, 384 -> 6). Small enough that all fixtures stay a few MB.
 GOLDEN_WIDTH = 1.0 / 64
+# Nets whose goldens use another width: at 1/64 most of GoogLeNet's inception branches have 2 channels
+# and several of them are dead (ReLU all <= 0, zero gradient) on a small input, which would leave their
+# weights untested by the gradient and SGD goldens; at 1/16 they have 4 to 24.
+NET_WIDTH: Dict[str, float] = {"voc-fcn-googlenet": 1.0 / 16}
+
+
+def golden_width(name: str) -> float:
+    """The trunk width of ``name``'s committed goldens."""
+    return NET_WIDTH.get(name, GOLDEN_WIDTH)
 
 BATCH = 2
 # Input height x width per experiment: small, odd, not square, different from net to net.
@@ -50,6 +59,7 @@ INPUT_HW: Dict[str, Tuple[int, int]] = {
     "voc-fcn8s": (25, 33),
     "voc-fcn8s-atonce": (29, 21),
     "voc-fcn-alexnet": (33, 41),
+    "voc-fcn-googlenet": (71, 87),  # inception_5b is 3 x 3 (a stride-32 net needs a larger input)
     "nyud-fcn32s-color": (23, 29),
     "nyud-fcn32s-hha": (21, 31),
     "nyud-fcn32s-color-d": (25, 19),
@@ -171,17 +181,19 @@ class Net:
     def relu(self, name: str, blob: str) -> str:
         return self.add(name, "ReLU", [blob], [blob])
 
-    def pool(self, name: str, bottom: str, ks: int, stride: int) -> str:
-        return self.add(name, "Pooling", [bottom], [name],
-                        pooling_param={"pool": Token("MAX"), "kernel_size": ks, "stride": stride})
+    def pool(self, name: str, bottom: str, ks: int, stride: int, pad: int = 0) -> str:
+        pp: Dict[str, object] = {"pool": Token("MAX"), "kernel_size": ks, "stride": stride}
+        if pad:
+            pp["pad"] = pad
+        return self.add(name, "Pooling", [bottom], [name], pooling_param=pp)
 
     def lrn(self, name: str, bottom: str) -> str:
         return self.add(name, "LRN", [bottom], [name],
                         lrn_param={"local_size": 5, "alpha": 0.0001, "beta": 0.75})
 
-    def drop(self, name: str, blob: str) -> str:
+    def drop(self, name: str, blob: str, ratio: float = 0.5) -> str:
         if self.dropout:
-            self.add(name, "Dropout", [blob], [blob], dropout_param={"dropout_ratio": 0.5})
+            self.add(name, "Dropout", [blob], [blob], dropout_param={"dropout_ratio": ratio})
         return blob
 
     def deconv(self, name: str, bottom: str, nout: int, ks: int, stride: int) -> str:
@@ -348,6 +360,63 @@ def _alexnet(n: Net, h: int, wd: int) -> None:
     n.data_inputs = ("data",)
 
 
+# BVLC GoogLeNet's inception modules (models/bvlc_googlenet/deploy.prototxt): #1x1, #3x3 reduce, #3x3,
+# #5x5 reduce, #5x5, pool proj; a 3x3/2 max pooling (pool3, pool4) after 3b and 4e.
+GOOGLENET_INCEPTIONS = (
+    ("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64),
+    ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64), ("4c", 128, 128, 256, 24, 64, 64),
+    ("4d", 112, 144, 288, 32, 64, 64), ("4e", 256, 160, 320, 32, 128, 128),
+    ("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128),
+)
+
+
+def _googlenet(n: Net, h: int, wd: int) -> None:
+    """voc-fcn-googlenet: BVLC GoogLeNet's trunk (no auxiliary classifiers, no pool5 average pooling),
+    pool5/drop_7x7_s1 (ratio 0.4) kept, score_fr on inception_5b/output, k63 s32 upscore, crop 16.
+
+    This net has no reference prototxt: conv1's pad 18, the 63x63 upscore and the crop offset 16 are the
+    project's construction (nets/googlenet_fcn.py derives them; here they are typed as numbers)."""
+    w = lambda c: trunk_channels(c, n.width)  # noqa: E731
+    data = n.input("data", (n.batch, 3, h, wd))
+    label = n.input("label", (n.batch, 1, h, wd))
+    x = n.conv("conv1/7x7_s2", data, w(64), 7, stride=2, pad=18)
+    x = n.relu("conv1/relu_7x7", x)
+    x = n.pool("pool1/3x3_s2", x, 3, 2)
+    x = n.lrn("pool1/norm1", x)
+    n.probe("pool1/norm1", "output", "pool1/norm1")
+    x = n.conv("conv2/3x3_reduce", x, w(64), 1)
+    x = n.relu("conv2/relu_3x3_reduce", x)
+    x = n.conv("conv2/3x3", x, w(192), 3, pad=1)
+    x = n.relu("conv2/relu_3x3", x)
+    x = n.lrn("conv2/norm2", x)
+    x = n.pool("pool2/3x3_s2", x, 3, 2)
+    for tag, c1, c3r, c3, c5r, c5, cp in GOOGLENET_INCEPTIONS:
+        m = f"inception_{tag}"
+        b1 = n.relu(f"{m}/relu_1x1", n.conv(f"{m}/1x1", x, w(c1), 1))
+        b3 = n.relu(f"{m}/relu_3x3_reduce", n.conv(f"{m}/3x3_reduce", x, w(c3r), 1))
+        b3 = n.relu(f"{m}/relu_3x3", n.conv(f"{m}/3x3", b3, w(c3), 3, pad=1))
+        b5 = n.relu(f"{m}/relu_5x5_reduce", n.conv(f"{m}/5x5_reduce", x, w(c5r), 1))
+        b5 = n.relu(f"{m}/relu_5x5", n.conv(f"{m}/5x5", b5, w(c5), 5, pad=2))
+        bp = n.pool(f"{m}/pool", x, 3, 1, pad=1)
+        bp = n.relu(f"{m}/relu_pool_proj", n.conv(f"{m}/pool_proj", bp, w(cp), 1))
+        x = n.concat(f"{m}/output", [b1, b3, b5, bp])
+        if tag == "3b":
+            x = n.pool("pool3/3x3_s2", x, 3, 2)
+        elif tag == "4e":
+            x = n.pool("pool4/3x3_s2", x, 3, 2)
+    for blob in ("inception_3a/pool", "inception_3a/output", "pool3/3x3_s2", "inception_4e/output",
+                 "pool4/3x3_s2"):
+        n.probe(blob, "output", blob)
+    x = n.drop("pool5/drop_7x7_s1", x, ratio=0.4)
+    n.probe("inception_5b/output", "output", "pool5/drop_7x7_s1")  # Dropout: the identity in TEST phase
+    x = n.conv("score_fr", x, 21, 1, score=True)
+    n.probe("score_fr", "output", "score_fr")
+    x = n.deconv("upscore", x, 21, 63, 32)
+    n.scores = (n.crop("score", x, data, 16),)
+    n.loss("loss", "score", label, normalize=True)
+    n.data_inputs = ("data",)
+
+
 def build_net(name: str, *, width: float = GOLDEN_WIDTH, dropout: bool = True,
               hw: Optional[Tuple[int, int]] = None, batch: int = BATCH) -> Net:
     """The Caffe net of experiment ``name``: inputs batch x C x hw (default hw: INPUT_HW[name])."""
@@ -357,6 +426,9 @@ def build_net(name: str, *, width: float = GOLDEN_WIDTH, dropout: bool = True,
     n = Net(name=name, width=width, dropout=dropout, batch=batch)
     if name == "voc-fcn-alexnet":
         _alexnet(n, h, wd)
+        return n
+    if name == "voc-fcn-googlenet":
+        _googlenet(n, h, wd)
         return n
     dataset, _, variant = name.partition("-")
     stride = 32 if "32s" in variant else 16 if "16s" in variant else 8
@@ -445,14 +517,15 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
-def write_prototxts(out_dir: str, names: Sequence[str] = EXPERIMENTS, width: float = GOLDEN_WIDTH,
+def write_prototxts(out_dir: str, names: Sequence[str] = EXPERIMENTS, width: Optional[float] = None,
                     hw: Optional[Tuple[int, int]] = None, batch: int = BATCH) -> List[str]:
     """Write <out_dir>/<name>/net.prototxt (reference graph) and net_nodropout.prototxt; return the paths."""
     paths = []
     for name in names:
         for dropout, fname in ((True, "net.prototxt"), (False, "net_nodropout.prototxt")):
             path = os.path.join(out_dir, name, fname)
-            _write_atomic(path, build_net(name, width=width, dropout=dropout, hw=hw, batch=batch).prototxt())
+            net_width = width if width is not None else golden_width(name)
+            _write_atomic(path, build_net(name, width=net_width, dropout=dropout, hw=hw, batch=batch).prototxt())
             paths.append(path)
     return paths
 
@@ -460,7 +533,7 @@ def write_prototxts(out_dir: str, names: Sequence[str] = EXPERIMENTS, width: flo
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="tests/fixtures/oracle", help="output folder (one sub-folder per net)")
-    parser.add_argument("--width", type=float, default=GOLDEN_WIDTH, help="trunk width factor")
+    parser.add_argument("--width", type=float, default=None, help="trunk width factor (default: golden_width)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: INPUT_HW)")
     parser.add_argument("--batch", type=int, default=BATCH, help="batch size")
     parser.add_argument("names", nargs="*", help="experiments (default: all)")
