@@ -25,7 +25,7 @@ STAGE = $(PY) -m reproduce.stage_record
 # never delete them (they cost hours to remake).
 .SECONDARY:
 
-.PHONY: help venv test bench clean-venv \
+.PHONY: help venv test test-export-opencv bench clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
         reproduce-alexnet reproduce-googlenet reproduce-smoke reproduce-voc-dryrun
 
@@ -40,6 +40,8 @@ help:
 	@echo "make bench                   speed and memory benchmarks -> results/bench/"
 	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
 	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
+	@echo "make test-export-oracle      fcn export caffe's files run in real Caffe, scores within 1e-5 (root)"
+	@echo "make test-export-opencv      fcn export caffe's files in OpenCV dnn, same argmax (installs OpenCV 4)"
 	@echo "variables: DATA=$(DATA) RUNS=$(RUNS) RESULTS=$(RESULTS) DEVICE=$(DEVICE) FETCH_FLAGS=$(FETCH_FLAGS)"
 
 venv: $(STAMP)
@@ -55,6 +57,12 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# `fcn export caffe` output read by OpenCV's dnn module (an optional, test-only dependency that make
+# test does not install; without it tests/test_export_opencv.py is skipped with the reason).
+test-export-opencv: $(STAMP)
+	$(PIP) install -q -c constraints.txt 'opencv-python-headless<5'
+	$(PY) -m pytest -q tests/test_export_opencv.py
 
 # ---------------------------------------------------------------------------------------------
 # Data and weights: fetched (checksummed, resumable) into $(DATA), checked, marked done.
