@@ -28,6 +28,7 @@ FORWARD: tuple[Group, ...] = (
     Group("voc-fcn8s", (("pascalcontext-fcn8s", _CLASSES_60),)),
     Group("voc-fcn8s-atonce"),
     Group("voc-fcn-alexnet"),
+    Group("voc-fcn-googlenet"),
     Group("nyud-fcn32s-color-d"),
     Group("nyud-fcn32s-color-hha"),
     Group("nyud-fcn16s-color-hha"),
@@ -53,6 +54,7 @@ TRAIN: tuple[Group, ...] = (
         ("siftflow-fcn16s", "two heads, 33 + 3 classes"),
     )),
     Group("voc-fcn-alexnet"),
+    Group("voc-fcn-googlenet"),
     Group("nyud-fcn32s-color-hha", (
         ("nyud-fcn16s-color-hha", "FCN-16s head"),
     )),
