@@ -66,40 +66,31 @@ def _param_specs(module: nn.Module) -> dict:
     return {"param": specs}
 
 
-def conv_layer(name: str, bottom: str, module: nn.Conv2d) -> Layer:
-    """A Convolution layer from an `nn.Conv2d` (square kernel, stride, pad; group if not 1)."""
+def _convolution_param(module: nn.Conv2d | nn.ConvTranspose2d) -> dict:
+    """`convolution_param` of a (de)convolution module: fields at Caffe's default are left out."""
     k, s, p, d = _geometry(module)
     cp: dict = {"num_output": module.out_channels}
+    if module.bias is None:
+        cp["bias_term"] = False
     if p:
         cp["pad"] = p
     cp["kernel_size"] = k
-    if s != 1:
-        cp["stride"] = s
-    if module.groups != 1:
-        cp["group"] = module.groups
-    if d != 1:
-        cp["dilation"] = d
-    if module.bias is None:
-        cp["bias_term"] = False
-    return Layer(name, "Convolution", [bottom], [name], {**_param_specs(module), "convolution_param": cp})
+    for key, value, default in (("stride", s, 1), ("group", module.groups, 1), ("dilation", d, 1)):
+        if value != default:
+            cp[key] = value
+    return cp
+
+
+def conv_layer(name: str, bottom: str, module: nn.Conv2d) -> Layer:
+    """A Convolution layer from an `nn.Conv2d` (square kernel, stride, pad; group if not 1)."""
+    return Layer(name, "Convolution", [bottom], [name],
+                 {**_param_specs(module), "convolution_param": _convolution_param(module)})
 
 
 def deconv_layer(name: str, bottom: str, module: nn.ConvTranspose2d) -> Layer:
-    """A Deconvolution layer from an `nn.ConvTranspose2d`."""
-    k, s, p, d = _geometry(module)
-    cp: dict = {"num_output": module.out_channels}
-    if module.bias is None:
-        cp["bias_term"] = False
-    if p:
-        cp["pad"] = p
-    cp["kernel_size"] = k
-    if s != 1:
-        cp["stride"] = s
-    if module.groups != 1:
-        cp["group"] = module.groups
-    if d != 1:
-        cp["dilation"] = d
-    return Layer(name, "Deconvolution", [bottom], [name], {**_param_specs(module), "convolution_param": cp})
+    """A Deconvolution layer from an `nn.ConvTranspose2d` (Caffe's blob: in x out/group x k x k)."""
+    return Layer(name, "Deconvolution", [bottom], [name],
+                 {**_param_specs(module), "convolution_param": _convolution_param(module)})
 
 
 def pool_layer(name: str, bottom: str, module: nn.MaxPool2d) -> Layer:

@@ -62,35 +62,42 @@ def _scalar(value: object) -> str:
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a prototxt scalar")
 
 
-def render_field(key: str, value: object, indent: str = "") -> list[str]:
-    """One field as prototxt lines: `key: value`, `key { ... }`; a list repeats the field."""
+def render_field(key: str, value: object, indent: str = "", *, inline: bool = False) -> list[str]:
+    """One field as prototxt lines: `key: value`, `key { ... }`; a list repeats the field.
+
+    inline: write a sub-message on one line (`key { a: 1 b: 2 }`), as tools/caffe_oracle does.
+    """
     if isinstance(value, (list, tuple)):
-        return [line for v in value for line in render_field(key, v, indent)]
+        return [line for v in value for line in render_field(key, v, indent, inline=inline)]
     if isinstance(value, dict):
+        if inline:
+            inner = " ".join(item for k, v in value.items() for item in render_field(k, v, inline=True))
+            return [f"{indent}{key} {{ {inner} }}"]
         inner = [line for k, v in value.items() for line in render_field(k, v, indent + "  ")]
         return [f"{indent}{key} {{", *inner, f"{indent}}}"]
     return [f"{indent}{key}: {_scalar(value)}"]
 
 
-def render_layer(layer: Layer) -> list[str]:
-    """A `layer { ... }` block as lines."""
+def render_layer(layer: Layer, *, inline: bool = False) -> list[str]:
+    """A `layer { ... }` block as lines (`inline`: each sub-message on one line)."""
     lines = ["layer {", f"  name: {_scalar(layer.name)}", f"  type: {_scalar(layer.type)}"]
     lines += [f"  bottom: {_scalar(b)}" for b in layer.bottoms]
     lines += [f"  top: {_scalar(t)}" for t in layer.tops]
     for key, value in layer.fields.items():
-        lines += render_field(key, value, "  ")
+        lines += render_field(key, value, "  ", inline=inline)
     lines.append("}")
     return lines
 
 
-def render_net(name: str, layers: list[Layer], *, header: list[str] = (), extra: dict[str, Any] | None = None) -> str:
+def render_net(name: str, layers: list[Layer], *, header: list[str] = (), extra: dict[str, Any] | None = None,
+               inline: bool = False) -> str:
     """A whole `NetParameter`: `# header` comment lines, `name`, `extra` fields, then the layers."""
     lines = [f"# {h}" if h else "#" for h in header]
     lines.append(f"name: {_scalar(name)}")
     for key, value in (extra or {}).items():
-        lines += render_field(key, value)
+        lines += render_field(key, value, inline=inline)
     for layer in layers:
-        lines += render_layer(layer)
+        lines += render_layer(layer, inline=inline)
     return "\n".join(lines) + "\n"
 
 

@@ -151,6 +151,8 @@ def test_parser_reads_what_render_writes():
     assert parsed["eltwise_param"] == [{"operation": ["SUM"], "coeff": [0.5, 1e-4]}]
     assert parsed["scale_param"] == [{"filler": [{"type": ["constant"], "value": [0.01]}], "bias_term": [False]}]
     assert parsed["param"] == [{"lr_mult": [0]}]
+    one_line = parse_net("\n".join(render_layer(layer, inline=True)))["layer"][0]  # the oracle's style
+    assert one_line == parsed and any(" { " in line for line in render_layer(layer, inline=True))
 
 
 @pytest.mark.parametrize("text, where", [('layer { name: "a" ', "missing '}'"), ("layer {\n name \"a\" }", ":2:"),

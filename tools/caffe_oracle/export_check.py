@@ -32,7 +32,7 @@ from reproduce import experiments
 from reproduce.export import export_caffe
 
 NETS = ("voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "siftflow-fcn16s", "nyud-fcn32s-color-hha",
-        "nyud-fcn32s-color-d")
+        "nyud-fcn32s-color-d", "voc-fcn-googlenet")
 TOL = 1e-5
 SEED = 1337
 INPUT_SCALE = 100.0

@@ -32,7 +32,7 @@ test-oracle: oracle-chroot $(STAMP)
 # `fcn export caffe` checked in real Caffe: the exported deploy.prototxt + caffemodel of each net (full
 # width by default, random weights, a 1 x C x H x W input) must give the project's scores within 1e-5
 # relative (tools/caffe_oracle/export_check.py). Report: .oracle/export/report.md.
-EXPORT_ORACLE_NETS  ?= voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet siftflow-fcn16s nyud-fcn32s-color-hha nyud-fcn32s-color-d
+EXPORT_ORACLE_NETS  ?= voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet siftflow-fcn16s nyud-fcn32s-color-hha nyud-fcn32s-color-d voc-fcn-googlenet
 EXPORT_ORACLE_WIDTH ?= 1
 EXPORT_ORACLE_SIZE  ?= 288 352
 
