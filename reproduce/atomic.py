@@ -23,17 +23,19 @@ def _umask() -> int:
 def atomic_file(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside `path` for writing; on success rename it onto `path`.
 
-    mode: "wb" or "w" (text: UTF-8, "\\n" newlines). fsync: flush to disk before the rename
+    mode: "wb", "w+b" (readable too) or "w" (text: UTF-8, "\\n" newlines). fsync: flush to disk before the rename
     (for checkpoints, which must survive a power cut). On an exception the temporary file is
-    removed and `path` is left as it was.
+    removed and `path` is left as it was. The temporary is `.<name>.<pid>.<random>.tmp`, so that
+    one a killed process left behind can be told from one being written now
+    (`weight_convert.writers.remove_stale_temporaries`).
     """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', not {mode!r}")
+    if mode not in ("wb", "w+b", "w"):
+        raise ValueError(f"mode must be 'wb', 'w+b' or 'w', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        text = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **text) as f:
             yield f
             if fsync:

@@ -11,8 +11,15 @@ Training checkpoint, `<run>/snapshot/iter_<N>.pt` (a `torch.save` dict, tensors 
     rng                 {"torch_cpu": [per rank], "torch_cuda": [per rank, list per device, or None]}
     display_losses      the last <= 20 iteration losses (Caffe's `average_loss: 20` window)
     elapsed_seconds     training wall time up to this checkpoint, summed over sessions
-Every file is written to a temporary name in the same folder, flushed to disk and moved into place
-with os.replace, so a checkpoint is either complete or absent.
+Every file is written to a temporary name in the same folder (`.iter_<N>.pt.<pid>.<random>.tmp`),
+flushed to disk and moved into place with os.replace, so a checkpoint is either complete or absent;
+the temporaries a killed run left behind are removed when the next run starts
+(`remove_stale_temporaries`). Every file carries a sha256 of its contents
+(`weight_convert.ptfile`), checked on every load (`load_pt`): a file damaged on disk is refused,
+naming it. A snapshot is written only when every parameter and solver buffer is finite
+(`nonfinite_entries`), so the newest snapshot is always one to go back to after a divergence.
+Resuming takes the newest snapshot that verifies (`newest_valid_snapshot`); damaged ones are moved
+aside to `iter_<N>.pt.damaged`, not deleted.
 
 `<run>/final.pt` holds the net's state dict only (loadable with `net.load_state_dict`).
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +40,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 from reproduce.atomic import atomic_file
+from weight_convert.ptfile import add_checksum, load_pt
 
 FORMAT, VERSION = "fcn-repro-checkpoint", 1
 _SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
@@ -41,10 +50,23 @@ _SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
 # writing and reading
 # ---------------------------------------------------------------------------------------------
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save(obj)` to `path` via a temporary file in the same folder, fsync and os.replace."""
-    with atomic_file(path, fsync=True) as f:
+    """`torch.save(obj)` to `path`, with its content checksum (`weight_convert.ptfile`), via a
+    temporary file in the same folder, fsync and os.replace."""
+    with atomic_file(path, "w+b", fsync=True) as f:
         torch.save(obj, f)
+        add_checksum(f)
     return Path(path)
+
+
+def nonfinite_entries(tensors: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) mapping that hold an inf or NaN."""
+    bad = []
+    for k, v in tensors.items():
+        if isinstance(v, Mapping):
+            bad += nonfinite_entries(v, f"{prefix}{k}.")
+        elif isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad.append(f"{prefix}{k}")
+    return bad
 
 
 def cpu_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,17 +105,51 @@ def prune_snapshots(snapshot_dir: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint (onto the CPU); ValueError naming the file if it is not one."""
+    """Read a training checkpoint (onto the CPU), its checksum checked; ValueError naming the file
+    if it is not one (DamagedFileError, a ValueError, if its bytes are damaged)."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    state = load_pt(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not an fcn-repro training checkpoint (no format {FORMAT!r})")
     if state.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')}, this code reads {VERSION}")
     return state
+
+
+def newest_valid_snapshot(snapshot_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint in `snapshot_dir` that loads and verifies, or None
+    when there is no checkpoint at all. Each newer one that does not (damaged, truncated, empty) is
+    moved aside to `<name>.damaged` with a warning naming it. ValueError when checkpoints exist
+    but none is valid."""
+    found = list_snapshots(snapshot_dir)
+    bad = []
+    for _, path in reversed(found):
+        try:
+            return path, load_checkpoint(path)
+        except ValueError as e:
+            aside = path.with_name(path.name + ".damaged")
+            os.replace(path, aside)
+            warnings.warn(f"{e}; moved aside to {aside.name}, resuming from an older snapshot", stacklevel=2)
+            bad.append(aside.name)
+    if bad:
+        raise ValueError(f"{snapshot_dir}: no valid checkpoint to resume from (damaged, moved aside: "
+                         f"{', '.join(bad)}); start again with another --out")
+    return None
+
+
+def remove_stale_temporaries(snapshot_dir: str | os.PathLike) -> list[Path]:
+    """Delete the `.iter_<N>.pt.<pid>.*.tmp` files that killed runs left in `snapshot_dir` (only
+    those of processes no longer alive); returns them."""
+    from weight_convert.writers import remove_stale_temporaries as remove_for
+    return [p for _, path in _temporary_targets(snapshot_dir) for p in remove_for(path)]
+
+
+def _temporary_targets(snapshot_dir: str | os.PathLike) -> list[tuple[str, Path]]:
+    d = Path(snapshot_dir)
+    if not d.is_dir():
+        return []
+    names = {m.group(1) for p in d.iterdir() if (m := re.match(r"^\.(iter_\d+\.pt)\..*\.tmp$", p.name))}
+    return [(n, d / n) for n in sorted(names)]
 
 
 def rng_state() -> dict[str, Any]:
@@ -177,10 +233,7 @@ def load_init(net: nn.Module, paths: Sequence[str | os.PathLike]) -> InitReport:
 def _weights_source(path: Path):
     """A path for the converter, or the net state dict inside an fcn-repro training checkpoint."""
     if path.suffix == ".pt":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise ValueError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
+        state = load_pt(path)
         if isinstance(state, dict) and state.get("format") == FORMAT:
             return state["net"]
     return path

@@ -53,10 +53,11 @@ def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> int | None:
         from weight_convert import load_caffemodel  # the converter's entry point
         load_caffemodel(net, path, strict=True)
         return None
+    from weight_convert.ptfile import load_pt  # checks the file's content checksum
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors come in many types
-        raise WeightsError(f"{path}: not a loadable PyTorch weights file ({type(exc).__name__}: {exc})") from None
+        obj = load_pt(path)
+    except ValueError as exc:
+        raise WeightsError(str(exc)) from None
     state, iteration = _state_dict_of(obj, path)
     try:
         net.load_state_dict(state, strict=True)

@@ -129,13 +129,20 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
                "loss_normalize": bool(exp.loss_normalize)}
 
     # -- start or resume --------------------------------------------------------------------------
+    if ctx.is_main:
+        for stale in checkpoint.remove_stale_temporaries(snap_dir):
+            print(f"removed {stale}, left by a killed run", file=sys.stderr)
     latest = checkpoint.latest_snapshot(snap_dir)
     if latest is not None and not resume:
         raise FileExistsError(f"{out} already holds checkpoints ({latest.name}); resume, or use another --out")
     losses: deque[float] = deque(maxlen=AVERAGE_LOSS)
     elapsed, last_good = 0.0, None
-    if latest is not None:
-        state = checkpoint.load_checkpoint(latest)
+    found = checkpoint.newest_valid_snapshot(snap_dir) if latest is not None and ctx.is_main else None
+    distributed.barrier(ctx)  # the main process moves damaged snapshots aside before the others look
+    if latest is not None and not ctx.is_main:
+        found = checkpoint.newest_valid_snapshot(snap_dir)
+    if found is not None:
+        latest, state = found
         _check_resumable(latest, state, run_key)
         net.load_state_dict(state["net"])
         solver.load_state_dict(state["solver"])
@@ -213,7 +220,12 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
                 distributed.barrier(ctx)
             if done % snapshot == 0 or done == max_iter:
                 rngs = distributed.gather_objects(checkpoint.rng_state(), ctx)
-                if ctx.is_main:
+                bad_entries = checkpoint.nonfinite_entries({"net": net.state_dict(), "momentum": solver.history})
+                if ctx.is_main and bad_entries:
+                    warnings.warn(f"{exp.name}: snapshot at iteration {done} not written, non-finite "
+                                  f"{', '.join(bad_entries[:5])}{' ...' if len(bad_entries) > 5 else ''}; "
+                                  f"the last good checkpoint stays {last_good or 'none'}")
+                elif ctx.is_main:
                     last_good = checkpoint.save_atomic({
                         "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "iteration": done,
                         "run": run_key, "net": checkpoint.cpu_state_dict(net), "solver": solver.state_dict(),

@@ -12,6 +12,7 @@ import torch
 
 from .caffemodel import CaffeLayer, CaffeNet, check_layers, read_net
 from .errors import WeightMismatchError
+from .ptfile import load_pt
 
 #: Blob index of a PyTorch parameter attribute, in Caffe's blob order.
 BLOB_INDEX = {"weight": 0, "bias": 1}
@@ -55,11 +56,12 @@ def open_source(source: str | os.PathLike | CaffeNet | Sequence[CaffeLayer] | Ma
 
 
 def load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """Load a converted .pt state dict (memory-mapped, weights only)."""
+    """Load a converted .pt state dict (memory-mapped, weights only, its checksum checked by
+    ``ptfile.load_pt``)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise WeightMismatchError(f"{path}: not a PyTorch state dict ({e})") from None
+        obj = load_pt(path, mmap=True)
+    except (ValueError, OSError) as e:
+        raise WeightMismatchError(f"not a PyTorch state dict: {e}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -13,7 +13,8 @@ guarantee is about errors during conversion, not about power loss.) The temporar
 .pt files are written with ``torch.serialization.skip_data`` (torch >= 2.5): torch writes the
 archive's structure with empty space for each tensor's bytes, and we fill the space in with
 ``os.pwrite``. The records' CRC-32 fields are left at 0, as ``skip_data`` and torch's own
-``set_crc32_options(False)`` leave them; ``torch.load`` does not check them. With an older torch
+``set_crc32_options(False)`` leave them; ``torch.load`` does not check them. Every .pt then gets
+its content checksum record (``ptfile.add_checksum``), which ``ptfile.load_pt`` checks. With an older torch
 the file is written by a plain ``torch.save`` of materialized tensors instead.
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .ptfile import add_checksum
 
 CHUNK_BYTES = 1 << 24  # 16 MiB per write
 SUFFIXES = (".pt", ".h5", ".npz")
@@ -145,7 +148,9 @@ def _chunks(array: np.ndarray, dtype: np.dtype, release):
 def _write_pt(tmp: Path, arrays, dtypes, release, locate) -> None:
     if sys.byteorder != "little" or not hasattr(torch.serialization, "skip_data"):
         tensors = {k: torch.from_numpy(np.array(a, dtype=dtypes[k])) for k, a in arrays.items()}
-        torch.save(tensors, tmp)
+        with open(tmp, "w+b") as f:
+            torch.save(tensors, f)
+            add_checksum(f)
         return
     placeholders = {k: torch.empty(a.shape, dtype=_torch_dtype(dtypes[k])) for k, a in arrays.items()}
     with torch.serialization.skip_data():
@@ -161,6 +166,8 @@ def _write_pt(tmp: Path, arrays, dtypes, release, locate) -> None:
                 _pwrite_all(fd, data, base + offset)
     finally:
         os.close(fd)
+    with open(tmp, "r+b") as f:
+        add_checksum(f)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
