@@ -12,7 +12,7 @@ the whole split (ground truth as rows, prediction as columns) and reports four n
 ground truth and prediction; a class present only in the prediction has IU 0 and counts. All scores
 here are in percent (0..100), as the paper prints them.
 
-Dataset-specific readings (facts sheet section 6, gotcha 12):
+Dataset-specific readings (docs/reference.md §6, item 12):
 
 * SIFT Flow: the semantic task has 33 classes, three of which (cow, desert, moon) never occur in the
   test set. The paper averages over the classes present in test only, so :func:`siftflow_semantic_scores`
@@ -196,8 +196,8 @@ def context_scores(hist: np.ndarray) -> dict[str, dict[str, float]]:
     "without_background": 59 classes only. Ground-truth background pixels are ignored (row 0
         zeroed, as if labelled 255); a non-background pixel predicted as background still counts
         as wrong; class means over classes 1..59.
-    Which reading the paper's "59 class" Table 6 used is UNVERIFIED (facts sheet section 6,
-    gotcha 12): the repo cannot tell.
+    Which reading the paper's "59 class" Table 6 used is UNVERIFIED (docs/reference.md §6,
+    item 12): the repo cannot tell.
     """
     hist = _check_hist(hist)
     if hist.shape[0] != CONTEXT_NUM_CLASSES:

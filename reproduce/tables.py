@@ -314,7 +314,7 @@ def render_markdown(table: PaperTable, rows: Sequence[ComparedRow], used: dict[t
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     lines.append("")
     if any(c.unverified for r in rows for c in r.cells):
-        lines.append("† UNVERIFIED number (see results/paper/ and the facts sheet).")
+        lines.append("† UNVERIFIED number (see results/paper/ and docs/reference.md §5).")
         lines.append("")
     if any(c.metric == "bench.forward_ms" for c in table.columns):
         if bench is None:

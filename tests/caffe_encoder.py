@@ -1,7 +1,7 @@
 """A small protobuf *encoder* for Caffe NetParameter files, used by the tests and the benchmark.
 
 Written independently of weight_convert (it imports nothing from it), from the field numbers of
-BVLC caffe.proto (shared/reference/caffe-format.md):
+BVLC caffe.proto (docs/caffe-format.md):
   NetParameter: name 1, layers 2 (V1LayerParameter), layer 100 (LayerParameter)
   LayerParameter: name 1, type 2 (string), blobs 7
   V1LayerParameter: name 4, type 5 (enum), blobs 6

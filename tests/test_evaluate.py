@@ -207,7 +207,7 @@ def test_fcn_eval_of_a_zero_score_net_gives_ln21_per_labelled_pixel(tmp_path, fr
     rec = json.loads(out.read_text())
     labels = [np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")) for i in ids]
     valid = [int((lab != 255).sum()) for lab in labels]
-    # All-zero scores: argmax is class 0, each labelled pixel costs ln 21 (facts sheet gotcha 6).
+    # All-zero scores: argmax is class 0, each labelled pixel costs ln 21 (docs/reference.md §6, item 6).
     assert rec["loss"] == pytest.approx(math.log(21) * sum(valid) / 2, rel=1e-5)
     n0 = sum(int((lab == 0).sum()) for lab in labels)
     assert rec["scores"]["pixel_acc"] == pytest.approx(100 * n0 / sum(valid))

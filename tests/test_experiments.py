@@ -1,4 +1,4 @@
-"""reproduce.experiments: every config against the facts sheet's solver table, inputs and labels."""
+"""reproduce.experiments: every config against the solver table of docs/reference.md, inputs and labels."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import nets
 from reproduce import experiments
 from reproduce.experiments import Experiment
 
-# Facts sheet section 1c, typed in by hand: base_lr, momentum, iter_size, max_iter,
+# docs/reference.md §1c, typed in by hand: base_lr, momentum, iter_size, max_iter,
 # solve.py loop step (= our test_interval), snapshot (None: "none set"), test_iter.
 # nyud-fcn16s-color-hha has no reference solver: our choice (see its module). Neither has
 # voc-fcn-googlenet: the paper's solver (CVPR §4.3), its schedule as voc-fcn-alexnet's.
@@ -35,7 +35,7 @@ SOLVER_TABLE = {
     "pascalcontext-fcn8s": (1e-14, 0.99, 1, 300000, 8000, 4000, 5105),
 }
 
-# Facts sheet section 1a "Init weights (from solve.py)"; late fusion from both FCN-32s streams.
+# docs/reference.md §1a "Initialized from"; late fusion from both FCN-32s streams.
 INIT = {
     "voc-fcn32s": "vgg16", "voc-fcn16s": "voc-fcn32s", "voc-fcn8s": "voc-fcn16s", "voc-fcn8s-atonce": "vgg16",
     "voc-fcn-alexnet": "alexnet", "voc-fcn-googlenet": "googlenet", "nyud-fcn32s-color": "vgg16", "nyud-fcn32s-hha": "vgg16",

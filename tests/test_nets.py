@@ -17,7 +17,7 @@ NAMES = [
     "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
 ]
 
-# The offsets in the reference's generated prototxts (fcn-facts.md §2g).
+# The offsets in the reference's generated prototxts (docs/reference.md §2g).
 REFERENCE_OFFSETS = {
     32: {"score": 19},
     16: {"score_pool4c": 5, "score": 27},
@@ -110,7 +110,7 @@ def test_pooling_output_size_is_caffes_ceil_rule():
             out = pool(torch.zeros(1, 1, size, 1 if kernel == 2 else kernel)).shape[2]
             assert out == caffe_pool_output_size(size, kernel, stride)
             assert out == math.ceil((size - kernel) / stride) + 1
-    assert caffe_pool_output_size(500 + 198, 2, 2) == 349  # pool1 of a 500x500 input (fcn-facts §2a)
+    assert caffe_pool_output_size(500 + 198, 2, 2) == 349  # pool1 of a 500x500 input (docs/reference.md §2a)
 
 
 def reference_upsample_filt(size: int) -> np.ndarray:

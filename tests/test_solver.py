@@ -106,7 +106,7 @@ def test_iter_size_accumulation_of_real_backward_passes():
 
 
 def test_same_as_pytorch_sgd_for_a_fixed_rate_without_multipliers():
-    """Facts sheet section 6 gotcha 2: with a fixed lr, v <- mu v + lr (g + wd w) equals PyTorch's form."""
+    """docs/reference.md §6, item 2: with a fixed lr, v <- mu v + lr (g + wd w) equals PyTorch's form."""
     torch.manual_seed(0)
     a = nn.Sequential(conv(2, 3, 3, mults=DEFAULT_MULTS), nn.ReLU(), conv(3, 2, 1, mults=DEFAULT_MULTS))
     b = nn.Sequential(conv(2, 3, 3, mults=DEFAULT_MULTS), nn.ReLU(), conv(3, 2, 1, mults=DEFAULT_MULTS))

@@ -1,7 +1,7 @@
 """Write `.caffemodel` files (binary NetParameter) without Caffe or protobuf.
 
 Used to generate VGG16-shaped weights for the smoke run and to export nets back to Caffe.
-Field numbers are those of `caffe.proto` (see ../shared/reference/caffe-format.md): V2 files hold
+Field numbers are those of `caffe.proto` (see docs/caffe-format.md): V2 files hold
 `layer` (100) entries with a string type and `BlobProto.shape`; V1 files hold `layers` (2) entries
 with an enum type and the legacy num/channels/height/width.
 """

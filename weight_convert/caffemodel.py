@@ -1,6 +1,6 @@
 """Read a binary .caffemodel (a serialized caffe.NetParameter) with nothing but Python and numpy.
 
-Format facts: shared/reference/caffe-format.md (field numbers from BVLC caffe.proto).
+Format facts: docs/caffe-format.md (field numbers from BVLC caffe.proto).
 
 * V2 files store layers in NetParameter.layer (field 100: name 1, type 2 string, blobs 7);
   V1 files in NetParameter.layers (field 2: name 4, type 5 enum, blobs 6). V1 enum types are

@@ -1,7 +1,7 @@
 """V1 ``LayerType`` enum values mapped to the V2 type strings Caffe's upgrade gives them.
 
 Source: caffe.proto (V1LayerParameter.LayerType) and Caffe's UpgradeV1LayerType, see
-shared/reference/caffe-format.md. V1 has no Crop layer.
+docs/caffe-format.md. V1 has no Crop layer.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The `Experiment` record: everything the reference's `<model dir>/` (solver.prototxt, solve.py,
 net.py's data layer) says about one experiment, plus the numbers it should reach.
 
-Solver values come from the facts sheet (shared/reference/fcn-facts.md) section 1c, data splits
+Solver values come from docs/reference.md §1c, data splits
 and inputs from sections 1a and 3, published numbers from sections 1b and 5.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ class Expected:
     scores: metrics.json dotted path -> value in percent, e.g. {"scores.mean_iu": 63.6,
         "scores_geo.pixel_acc": 94.3}.
     split: the split the numbers were measured on (our split names: "seg11valid", "test", ...).
-    source: where the numbers are printed (facts sheet citation key and table).
-    unverified: True where the facts sheet marks the numbers UNVERIFIED.
+    source: where the numbers are printed (source key of docs/reference.md §0 and table).
+    unverified: True where docs/reference.md marks the numbers UNVERIFIED.
     note: how the source's setup differs from this experiment's, if it does.
     """
 

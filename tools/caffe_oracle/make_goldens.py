@@ -6,7 +6,7 @@ Run it through ``tools/caffe_oracle/run.sh tools/caffe_oracle/make_goldens.py`` 
 
 For each experiment, in ``tests/fixtures/oracle/<name>/``:
 - ``weights.caffemodel.xz``: random weights drawn by Caffe's own fillers (see prototxts.py), with every
-  Deconvolution set to the reference's diagonal-only bilinear kernel (surgery.interp, fcn-facts 4a/4b)
+  Deconvolution set to the reference's diagonal-only bilinear kernel (surgery.interp, docs/reference.md §4a/§4b)
   and the at-once Scale blobs set to their constant times a per-channel factor in [0.5, 1.5] (so that a
   Scale blob that is not loaded would show), saved with ``net.save`` and xz-compressed (the dense
   C x C x k x k deconvolution blobs are mostly zeros).
@@ -90,7 +90,7 @@ INPUT_SCALE = 4.0
 
 
 def upsample_filt(size: int) -> np.ndarray:
-    """The reference's 2-D bilinear kernel (fcn-facts 4a), size x size."""
+    """The reference's 2-D bilinear kernel (docs/reference.md §4a), size x size."""
     factor = (size + 1) // 2
     center = factor - 1 if size % 2 == 1 else factor - 0.5
     og = np.ogrid[:size, :size]
@@ -98,7 +98,7 @@ def upsample_filt(size: int) -> np.ndarray:
 
 
 def fill_bilinear_diagonal(blob: np.ndarray) -> None:
-    """surgery.interp: bilinear kernel in the [i, i] slots only, zeros elsewhere (fcn-facts 4b)."""
+    """surgery.interp: bilinear kernel in the [i, i] slots only, zeros elsewhere (docs/reference.md §4b)."""
     m, k, h, w = blob.shape
     if m != k or h != w:
         raise ValueError(f"deconvolution blob {blob.shape} is not C x C x k x k")

@@ -1,7 +1,7 @@
 """Generate Caffe prototxts for every FCN experiment, at reduced trunk width, for the Caffe oracle.
 
 This module is deliberately independent of the project's ``nets`` and ``weight_convert``: it re-types
-the reference's layer tables (``fcn-facts.md`` sections 2a-2g: kernel sizes, strides, pads, crop offsets,
+the reference's layer tables (``docs/reference.md`` §2a-§2g: kernel sizes, strides, pads, crop offsets,
 lr_mult / decay_mult, loss normalization) so that Caffe run on these prototxts is an independent check of
 our PyTorch nets, including the crop offsets that ``nets`` derives itself.
 
@@ -117,7 +117,7 @@ class Net:
     - ``data_inputs``: the blobs PyTorch feeds, in ``net.inputs`` order ("data" for color-d: the Concat).
     - ``scores``: score blob names ("score", or "score_sem"/"score_geo").
     - ``losses``: loss layer name -> (score blob, label blob, normalize).
-    - ``crops``: Crop layer name -> offset, typed from the reference (fcn-facts.md 2g).
+    - ``crops``: Crop layer name -> offset, typed from the reference (docs/reference.md §2g).
     - ``params``: "<layer>.weight"/"<layer>.bias" -> (lr_mult, decay_mult), for every parameter blob.
     - ``deconvs``: Deconvolution layer names (bilinear, lr_mult 0); ``scales``: Scale layer -> constant.
     - ``probes``: intermediate blob -> (how, PyTorch module name) where how is "output" (the module's
@@ -233,7 +233,7 @@ class Net:
         return _text.render_net(self.name, layers, header=header, extra={"force_backward": True}, inline=True)
 
 
-# -- graphs (fcn-facts.md section 2) -------------------------------------------------------------------
+# -- graphs (docs/reference.md §2) -------------------------------------------------------------------
 
 def _vgg_trunk(n: Net, bottom: str, s: str = "", first_conv: str = "conv1_1") -> Dict[str, str]:
     """VGG16 trunk (2a): convs k3 pad 1 (conv1_1 pad 100), max pools k2 s2, fc6 k7, fc7 k1, dropout."""
