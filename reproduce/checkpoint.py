@@ -231,9 +231,14 @@ def load_init(net: nn.Module, paths: Sequence[str | os.PathLike]) -> InitReport:
 
 
 def _weights_source(path: Path):
-    """A path for the converter, or the net state dict inside an fcn-repro training checkpoint."""
+    """A path for the converter (.caffemodel), or the layers of a .pt (a state dict, or the net
+    state dict inside an fcn-repro training checkpoint), read once with its checksum checked."""
+    from weight_convert.sources import OpenedSource, layers_from_state_dict, load_state_dict
     if path.suffix == ".pt":
-        state = load_pt(path)
+        state = load_pt(path, mmap=True)
         if isinstance(state, dict) and state.get("format") == FORMAT:
-            return state["net"]
+            state = state["net"]
+        else:
+            state = load_state_dict(path, state)
+        return OpenedSource(layers_from_state_dict(state, str(path)), str(path))
     return path

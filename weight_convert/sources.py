@@ -38,7 +38,10 @@ class OpenedSource:
 
 def open_source(source: str | os.PathLike | CaffeNet | Sequence[CaffeLayer] | Mapping) -> OpenedSource:
     """Layers from a path (.caffemodel, or .pt/.pth state dict), a ``CaffeNet``, a list of
-    ``CaffeLayer`` or a state dict (``{"conv1_1.weight": ...}`` or ``{"conv1_1/0": ...}``)."""
+    ``CaffeLayer``, a state dict (``{"conv1_1.weight": ...}`` or ``{"conv1_1/0": ...}``) or an
+    ``OpenedSource`` (returned as it is)."""
+    if isinstance(source, OpenedSource):
+        return source
     if isinstance(source, CaffeNet):
         return OpenedSource(source.layers, source.path, source)
     if isinstance(source, (str, os.PathLike)):
@@ -55,13 +58,14 @@ def open_source(source: str | os.PathLike | CaffeNet | Sequence[CaffeLayer] | Ma
     raise TypeError(f"cannot read weights from a {type(source).__name__}")
 
 
-def load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+def load_state_dict(path: Path, obj: object = None) -> Mapping[str, torch.Tensor]:
     """Load a converted .pt state dict (memory-mapped, weights only, its checksum checked by
-    ``ptfile.load_pt``)."""
-    try:
-        obj = load_pt(path, mmap=True)
-    except (ValueError, OSError) as e:
-        raise WeightMismatchError(f"not a PyTorch state dict: {e}") from None
+    ``ptfile.load_pt``); ``obj``: what ``load_pt(path)`` already returned, to be checked only."""
+    if obj is None:
+        try:
+            obj = load_pt(path, mmap=True)
+        except (ValueError, OSError) as e:
+            raise WeightMismatchError(f"not a PyTorch state dict: {e}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
