@@ -48,6 +48,7 @@ Layer checks (``check_layers``, run on every decoded file, so they hold for the 
 """
 from __future__ import annotations
 
+import codecs
 import math
 import mmap
 import os
@@ -282,7 +283,7 @@ class _Decoder:
                 fno, wt, pos = read_key(self.mv, pos, end)
                 if fno == (_V1_NAME if v1 else _V2_NAME) and wt == LENGTH_DELIMITED:
                     s, e = read_length(self.mv, pos, end)
-                    return bytes(self.mv[s:e]).decode("utf-8")
+                    return _utf8(self.mv[s:e])
                 pos = skip_field(self.mv, fno, wt, pos, end, key_pos)
         except (WireError, UnicodeDecodeError):
             return None
@@ -291,7 +292,7 @@ class _Decoder:
     def text(self, start: int, stop: int, what: str, layer: str | None) -> str:
         self.charge(stop - start, start, layer)
         try:
-            return bytes(self.mv[start:stop]).decode("utf-8")
+            return _utf8(self.mv[start:stop])
         except UnicodeDecodeError as e:
             self.fail(f"{what} is not valid UTF-8", start + e.start, layer)
 
@@ -552,3 +553,21 @@ def check_layers(layers: list[CaffeLayer], label: str, *, offsets: bool = True) 
             raise CaffeFormatError(label, f"layer name occurs twice (layers #{earlier_index} and "
                                           f"#{index}): which copy's weights are meant is "
                                           "ambiguous", offset=at, layer=shown)
+
+
+_UTF8_CHUNK = 1 << 16
+
+
+def _utf8(view: memoryview) -> str:
+    """Decode UTF-8. A long field is validated chunk by chunk first, so that a damaged length
+    that spans most of the file fails without a full-size copy and decode buffer (UnicodeDecodeError
+    ``start`` counts from the field's first byte either way)."""
+    if len(view) > _UTF8_CHUNK:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        for at in range(0, len(view), _UTF8_CHUNK):
+            try:
+                decoder.decode(view[at:at + _UTF8_CHUNK], final=at + _UTF8_CHUNK >= len(view))
+            except UnicodeDecodeError:
+                bytes(view[:at + _UTF8_CHUNK]).decode("utf-8")  # the same first error, its offset exact
+                raise
+    return bytes(view).decode("utf-8")
