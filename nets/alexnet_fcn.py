@@ -10,6 +10,7 @@ from torch import nn
 
 from nets.caffe import DEFAULT_MULTS, CoordMap, Crop, MaxPool, conv, crop_offset, deconv, dropout, lrn, score_conv, walk
 from nets.fast import conv_relu, entry_layout, exact_cuda_math
+from nets.region import Op, region_enabled, run_region
 from nets.vgg_fcn import scaled
 
 #: (layer, kind, output channels, kernel, stride, pad, group); pooling is 3x3 stride 2.
@@ -59,7 +60,19 @@ class AlexNetFCN(nn.Module):
         self.crop_offsets = {"score": crop_offset(final, CoordMap())}
         self.score = Crop(self.crop_offsets["score"])
 
+    def region_program(self) -> list[Op]:
+        """The trunk as `nets.region` ops, blobs named by layer."""
+        ops, prev = [], "data"
+        for name, (_, kind, *_rest) in zip(self.trunk_names, ALEXNET_TRUNK):
+            kind = {"conv": "conv", "pool": "pool"}.get(kind, "point")
+            ops.append(Op(kind, (prev,), name, getattr(self, name), fc=name.startswith("fc")))
+            prev = name
+        return ops
+
     def forward(self, data: torch.Tensor) -> torch.Tensor:
+        if region_enabled(self, data):
+            x = run_region(self, self.region_program(), {"data": data}, ["drop7"])["drop7"]
+            return self.score(self.upscore(self.score_fr(x)), data)
         exact_cuda_math(data)
         x = entry_layout(data, self.fast)
         for name, (_, kind, *_rest) in zip(self.trunk_names, ALEXNET_TRUNK):

@@ -38,6 +38,7 @@ from torch import nn
 from nets.caffe import (VGG_MULTS, Concat, CoordMap, Crop, MaxPool, ReceptiveField, caffe_filled,
                         caffe_output_size, conv, crop_offset, deconv, dropout, lrn, score_conv)
 from nets.fast import conv_relu, entry_layout, exact_cuda_math
+from nets.region import Op, region_enabled, run_region
 from nets.vgg_fcn import scaled
 
 #: Inception modules: (name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), as in
@@ -95,6 +96,8 @@ UPSCORE_KERNEL, UPSCORE_STRIDE = 63, 32
 PAD_CHECK_SIZES = 1024
 #: The dropout layer kept from BVLC GoogLeNet, and the head's layers.
 DROP, SCORE_FR, UPSCORE = "pool5/drop_7x7_s1", "score_fr", "upscore"
+#: The trunk's top blob (the Concat of inception_5b), which the head reads.
+TRUNK_TOP = "inception_5b/output"
 #: BVLC GoogLeNet's classifier, replaced by score_fr.
 BVLC_CLASSIFIER = "loss3/classifier"
 #: Layers with blobs that BVLC's training net (train_val.prototxt) adds to the deploy net: the two
@@ -163,7 +166,36 @@ class GoogLeNetFCN(nn.Module):
         """The layer called `name` (Caffe layer names contain '/', so no attribute access)."""
         return self._modules[name]
 
+    def region_program(self) -> list[Op]:
+        """The trunk up to inception_5b/output as `nets.region` ops, blobs named by layer."""
+        ops, prev = [], "data"
+        for name, kind, *_ in GOOGLENET_TRUNK:
+            if kind == "inception":
+                tops = []
+                for branch in INCEPTION_BRANCHES:
+                    src = prev
+                    for suffix in branch:
+                        layer = f"{name}/{suffix}"
+                        ops.append(Op("pool" if suffix == "pool" else "conv", (src,), layer, self.layer(layer)))
+                        src = layer
+                    tops.append(src)
+                ops.append(Op("concat", tuple(tops), f"{name}/output"))
+                prev = f"{name}/output"
+            else:
+                ops.append(Op({"conv": "conv", "pool": "pool"}.get(kind, "point"), (prev,), name, self.layer(name)))
+                prev = name
+        return ops
+
     def forward(self, data: torch.Tensor) -> torch.Tensor:
+        if region_enabled(self, data):
+            x = run_region(self, self.region_program(), {"data": data}, [TRUNK_TOP])[TRUNK_TOP]
+        else:
+            x = self._trunk_forward(data)
+        # NCHW before dropout, so the fast build draws the plain build's masks (memory order).
+        x = self.layer(DROP)(x.contiguous())
+        return self.score(self.layer(UPSCORE)(self.layer(SCORE_FR)(x)), data)
+
+    def _trunk_forward(self, data: torch.Tensor) -> torch.Tensor:
         exact_cuda_math(data)
         x = entry_layout(data, self.fast)
         for name, kind, *_ in GOOGLENET_TRUNK:
@@ -173,9 +205,7 @@ class GoogLeNetFCN(nn.Module):
                 x = self._inception_forward(name, x)
             else:
                 x = self.layer(name)(x)
-        # NCHW before dropout, so the fast build draws the plain build's masks (memory order).
-        x = self.layer(DROP)(x.contiguous())
-        return self.score(self.layer(UPSCORE)(self.layer(SCORE_FR)(x)), data)
+        return x
 
     def _inception_forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
         tops = []

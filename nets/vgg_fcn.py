@@ -14,6 +14,7 @@ from torch import nn
 
 from nets.caffe import CoordMap, Crop, MaxPool, Scale, conv, crop_offset, deconv, dropout, score_conv, walk
 from nets.fast import conv_relu, entry_layout, exact_cuda_math, is_fast
+from nets.region import Op, region_enabled, run_region
 
 #: VGG16 trunk as the reference builds it: (layer, kind, output channels, kernel, pad).
 #: Convolutions are followed by an in-place ReLU; pooling is 2x2 stride 2, ceil mode.
@@ -120,6 +121,10 @@ def vgg16_trunk_forward(net: nn.Module, x: torch.Tensor, names: Sequence[str]) -
     Each convolution is followed by an in-place ReLU; with `net.fast` the pair runs through the
     fast kernels of `nets.fast` (same results to float32 rounding).
     """
+    if region_enabled(net, x):
+        blobs = run_region(net, vgg16_region_program(net, names), {"data": x},
+                           [n for n, row in zip(names, VGG16_TRUNK) if row[0] in TAPS])
+        return {row[0]: blobs[n] for n, row in zip(names, VGG16_TRUNK) if row[0] in TAPS}
     fast = is_fast(net)
     exact_cuda_math(x)
     x = entry_layout(x, fast)
@@ -129,9 +134,24 @@ def vgg16_trunk_forward(net: nn.Module, x: torch.Tensor, names: Sequence[str]) -
             x = conv_relu(getattr(net, name), x, fast, fc=layer.startswith("fc"))
         else:
             x = getattr(net, name)(x)
-        if layer in ("pool3", "pool4", "drop7"):
+        if layer in TAPS:
             taps[layer] = x
     return taps
+
+
+#: The trunk blobs the heads read.
+TAPS = ("pool3", "pool4", "drop7")
+
+
+def vgg16_region_program(net: nn.Module, names: Sequence[str]) -> list[Op]:
+    """The trunk as `nets.region` ops; blobs are named by the (suffixed) layer names."""
+    ops, prev = [], "data"
+    for name, (layer, kind, *_rest) in zip(names, VGG16_TRUNK):
+        module = getattr(net, name)
+        kind = {"conv": "conv", "pool": "pool"}.get(kind, "point")
+        ops.append(Op(kind, (prev,), name, module, fc=layer.startswith("fc")))
+        prev = name
+    return ops
 
 
 def add_skip_head(net: nn.Module, h: str, n: int, stride: int, channels: tuple[int, int, int]) -> None:

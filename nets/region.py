@@ -1,0 +1,474 @@
+"""The region forward: each trunk layer computed only where its output depends on the image.
+
+conv1's pad 100 (VGG16, AlexNet; GoogLeNet's derived pad 18) makes every map much larger than
+the image, and a unit whose receptive field lies wholly outside the image has a value that does
+not depend on the image: a function of the weights and of its position relative to the map's
+edges only. This module computes, per trunk blob and input size:
+
+- the image-dependent rectangle R (a product of one interval per axis, from each layer's kernel,
+  stride, pad and Caffe's ceil-mode pooling);
+- for every other position, its value with the image replaced by zeros (which is its value for
+  any image). Per axis, positions are grouped into classes of equal 1D geometry (the tuple of
+  input classes in the window, `OUT` for positions beyond the map), so that a blob's background
+  is one value per (row class, column class) pair and channel: the per-channel constant deep in
+  the padding, and the frames along the edges where the layers' own padding enters. Those
+  values are computed once per set of weights (float64, on the class pairs that occur outside
+  R only) and cached until a weight changes (the key of `nets.fast`: version counter, storage
+  and a sample of the values) or for another input size.
+
+The forward then runs each convolution / pooling on R' (its output's dependent rectangle) only:
+its input is R plus the few surrounding rows and columns the windows reach, filled from the
+background (zero beyond the map for convolutions, -inf for poolings, as the plain layers pad).
+Once a blob's R is the whole map (deep in the net) the layers run as in the default path. The
+blobs the heads read (VGG16's pool3 / pool4 / fc7, AlexNet's fc7, GoogLeNet's inception_5b) are
+assembled at full size, and the heads run unchanged. Same function as the plain build (float32
+rounding aside, as for `nets.fast`); tests/test_region.py holds it to the same 1e-5.
+
+Used by the nets' forwards when `region_enabled(net)`: the fast kernels on (`nets.build`'s
+default), the region switch on (`set_region`, `nets.build(..., region=False)` to opt out), the
+net in eval mode (dropout off), autograd off (`torch.no_grad()` / `torch.inference_mode()`), a
+float32 / float64 CPU input and no torch.compile tracing. Anything else runs the default path.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nets import fast as nf
+
+__all__ = ["set_region", "region_enabled", "Op", "run_region", "blob_geometry", "region_flops",
+           "clear_region_caches"]
+
+OUT = -1  # the class of a position beyond the map (zero for a convolution, -inf for a pooling)
+
+
+# --------------------------------------------------------------------------------------------
+# switching
+# --------------------------------------------------------------------------------------------
+def set_region(net: nn.Module, enabled: bool) -> nn.Module:
+    """Turn the region forward on or off for `net` (on by default); returns `net`."""
+    net.region = bool(enabled)
+    return net
+
+
+def region_enabled(net: nn.Module, *inputs: torch.Tensor) -> bool:
+    """Whether `net`'s forward on `inputs` takes the region path (see the module docstring)."""
+    return (bool(getattr(net, "region", False)) and nf.is_fast(net) and not net.training
+            and not torch.is_grad_enabled() and not nf._tracing()
+            and all(x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+                    and x.layout == torch.strided for x in inputs)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+# --------------------------------------------------------------------------------------------
+# the program: a trunk as a list of ops on named blobs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Op:
+    """One trunk step. kind: "conv" (followed by ReLU), "pool" (max), "point" (a position-wise
+    module: LRN, eval-mode dropout), "concat" (along channels). `srcs` / `dst` are blob names."""
+
+    kind: str
+    srcs: tuple[str, ...]
+    dst: str
+    module: nn.Module | None = None
+    fc: bool = False  # fc6 / fc7: through nets.fast.fc_conv
+
+
+def _geom(module: nn.Module) -> tuple[int, int, int]:
+    from nets.caffe import _geometry
+    k, s, p, d = _geometry(module)
+    if d != 1:
+        raise ValueError(f"region forward: dilation {d} not supported in {module}")
+    return k, s, p
+
+
+# --------------------------------------------------------------------------------------------
+# geometry, one axis at a time (independent of the weights)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Axis:
+    """One axis of one blob: map size `n`, image-dependent interval [a, b), each position's class
+    (`cls`, a list of n ints), the number of classes, and the classes found outside [a, b)."""
+
+    n: int
+    a: int
+    b: int
+    cls: list[int]
+    ncls: int
+    outside: list[bool] = field(default_factory=list)  # per class: occurs at a position outside [a, b)
+    window: list[tuple[int, ...]] | None = None        # per class: input classes of its window (conv / pool)
+    parts: list[tuple[int, ...]] | None = None         # per class: branch classes (concat)
+
+    def __post_init__(self) -> None:
+        if not self.outside:
+            out = [False] * self.ncls
+            for i, c in enumerate(self.cls):
+                if not self.a <= i < self.b:
+                    out[c] = True
+            self.outside = out
+
+
+def _input_axis(n: int) -> Axis:
+    # The image replaced by zeros: every position is OUT-like (zero) to the first convolution.
+    return Axis(n, 0, n, [OUT] * n, 0, outside=[])
+
+
+def _window_axis(ax: Axis, k: int, s: int, p: int, n_out: int) -> Axis:
+    ids: dict[tuple[int, ...], int] = {}
+    cls, lo, hi = [], None, None
+    for o in range(n_out):
+        start = o * s - p
+        t = tuple(ax.cls[i] if 0 <= i < ax.n else OUT for i in range(start, start + k))
+        cls.append(ids.setdefault(t, len(ids)))
+        if start < ax.b and start + k > ax.a:
+            lo = o if lo is None else lo
+            hi = o + 1
+    if lo is None:  # cannot happen for the nets' geometries (k >= s), but never guess
+        raise ValueError("region forward: a blob that does not depend on the image")
+    return Axis(n_out, lo, hi, cls, len(ids), window=list(ids))
+
+
+def _concat_axis(axes: Sequence[Axis]) -> Axis:
+    if len({ax.n for ax in axes}) != 1:
+        raise ValueError(f"region forward: concat of blobs of sizes {[ax.n for ax in axes]}")
+    ids: dict[tuple[int, ...], int] = {}
+    cls = [ids.setdefault(tuple(ax.cls[i] for ax in axes), len(ids)) for i in range(axes[0].n)]
+    return Axis(axes[0].n, min(ax.a for ax in axes), max(ax.b for ax in axes), cls, len(ids), parts=list(ids))
+
+
+def _out_size(op: Op, n: int) -> int:
+    k, s, p = _geom(op.module)
+    if op.kind == "pool":
+        return nn.functional.max_pool2d(torch.empty(1, 1, 1, n, device="meta"), (1, k), (1, s), (0, p),
+                                        ceil_mode=op.module.ceil_mode).shape[-1]
+    return (n + 2 * p - k) // s + 1
+
+
+def blob_geometry(program: Sequence[Op], inputs: dict[str, tuple[int, int]]) -> dict[str, tuple[Axis, Axis]]:
+    """(row axis, column axis) of every blob of `program` for input blobs of the given (H, W)."""
+    geo = {name: (_input_axis(h), _input_axis(w)) for name, (h, w) in inputs.items()}
+    for op in program:
+        src = [geo[s] for s in op.srcs]
+        if op.kind in ("conv", "pool"):
+            if op.kind == "pool" and any(ax.ncls == 0 for ax in src[0]):
+                raise ValueError("region forward: a pooling straight on the input")
+            k, s, p = _geom(op.module)
+            geo[op.dst] = tuple(_window_axis(ax, k, s, p, _out_size(op, ax.n)) for ax in src[0])
+        elif op.kind == "point":
+            if any(ax.ncls == 0 for ax in src[0]):
+                raise ValueError("region forward: a position-wise layer straight on the input")
+            geo[op.dst] = src[0]
+        elif op.kind == "concat":
+            geo[op.dst] = tuple(_concat_axis([g[i] for g in src]) for i in range(2))
+        else:
+            raise ValueError(f"region forward: unknown op kind {op.kind!r}")
+    return geo
+
+
+# --------------------------------------------------------------------------------------------
+# background values (per class pair and channel), from the weights
+# --------------------------------------------------------------------------------------------
+def _pad_out(v: torch.Tensor, fill: float) -> torch.Tensor:
+    """v (ny, nx, C) with one more row and column holding `fill`: index -1 (OUT) reads it."""
+    ny, nx, c = v.shape
+    out = torch.full((ny + 1, nx + 1, c), fill, dtype=v.dtype)
+    out[:ny, :nx] = v
+    return out
+
+
+def _conv_pairs(g: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
+    """`m` (float64) at P positions whose windows are g (P x k x k x C_in): P x C_out, bias added."""
+    p, k = g.shape[0], g.shape[1]
+    w = m.weight.detach()
+    groups = m.groups
+    o, cg = w.shape[0] // groups, w.shape[1]
+    gs = g.reshape(p, k, k, groups, cg).permute(3, 0, 1, 2, 4).reshape(groups, p, k * k * cg)
+    ws = w.reshape(groups, o, cg, k, k).permute(0, 1, 3, 4, 2).reshape(groups, o, k * k * cg)
+    out = torch.bmm(gs, ws.to(torch.float64).transpose(1, 2))  # G x P x O
+    out = out.permute(1, 0, 2).reshape(p, groups * o)
+    if m.bias is not None:
+        out = out + m.bias.detach().to(torch.float64)
+    return out
+
+
+def _background(program: Sequence[Op], geo: dict, inputs: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per blob: V (ny_cls, nx_cls, C) float64, the value at a position of row class i and column
+    class j outside the image-dependent rectangle. Pairs that occur only inside it are NaN (never
+    read: a position outside R sees only positions outside R or beyond the map)."""
+    vals: dict[str, torch.Tensor] = {name: torch.zeros(0, 0, c, dtype=torch.float64) for name, c in inputs.items()}
+    for op in program:
+        ay, ax = geo[op.dst]
+        need = (torch.tensor(ay.outside, dtype=torch.bool)[:, None]
+                | torch.tensor(ax.outside, dtype=torch.bool)[None, :])
+        py, px = need.nonzero(as_tuple=True)
+        if op.kind == "point":
+            v = vals[op.srcs[0]]
+            vals[op.dst] = op.module(v.permute(2, 0, 1)[None].to(torch.float64))[0].permute(1, 2, 0) if v.numel() else v
+            continue
+        if op.kind == "concat":
+            parts = []
+            for b, s in enumerate(op.srcs):
+                v = vals[s]
+                iy = torch.tensor([t[b] for t in ay.parts], dtype=torch.long)
+                ix = torch.tensor([t[b] for t in ax.parts], dtype=torch.long)
+                parts.append(v[iy[:, None], ix[None, :]])
+            vals[op.dst] = torch.cat(parts, dim=2)
+            continue
+        m = op.module
+        src = vals[op.srcs[0]]
+        ty = torch.tensor(ay.window, dtype=torch.long)[py]  # P x k (input row classes, -1 = OUT)
+        tx = torch.tensor(ax.window, dtype=torch.long)[px]
+        if op.kind == "conv":
+            if len(py) == 0:
+                out = torch.zeros(0, m.out_channels, dtype=torch.float64)
+            else:
+                c_in = m.weight.shape[1] * m.groups
+                vp = _pad_out(src if src.numel() else torch.zeros(0, 0, c_in, dtype=torch.float64), 0.0)
+                g = vp[ty[:, :, None], tx[:, None, :]]  # P x k x k x C_in
+                out = _conv_pairs(g, m)
+            out = out.clamp_min(0)  # the ReLU (NaN stays NaN)
+        else:
+            vp = _pad_out(src, -math.inf)
+            out = vp[ty[:, :, None], tx[:, None, :]].amax(dim=(1, 2))
+        v = torch.full((ay.ncls, ax.ncls, out.shape[1]), math.nan, dtype=torch.float64)
+        v[py, px] = out
+        vals[op.dst] = v
+    return vals
+
+
+# --------------------------------------------------------------------------------------------
+# caches: geometry per (program, input sizes); background per (weights, input sizes)
+# --------------------------------------------------------------------------------------------
+_MAX_SIZES = 32
+_GEO: "OrderedDict[tuple, dict]" = OrderedDict()
+_VALS: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+
+
+def clear_region_caches() -> None:
+    """Drop every cached geometry and background (rebuilt on the next forward)."""
+    _GEO.clear()
+    _VALS.clear()
+
+
+def _program_key(program: Sequence[Op]) -> tuple:
+    return tuple((op.kind, op.srcs, op.dst, op.fc,
+                  _geom(op.module) + (getattr(op.module, "ceil_mode", None), op.module.groups
+                                      if isinstance(op.module, nn.Conv2d) else None)
+                  if op.kind in ("conv", "pool") else repr(op.module))
+                 for op in program)
+
+
+def _lru_get(cache: OrderedDict, key, make):
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = make()
+    cache[key] = value
+    while len(cache) > _MAX_SIZES:
+        cache.popitem(last=False)
+    return value
+
+
+def _weights_key(program: Sequence[Op]) -> tuple:
+    key = []
+    for op in program:
+        if op.kind == "conv":
+            key.append(nf._weight_key(op.module.weight))
+            key.append(None if op.module.bias is None else nf._weight_key(op.module.bias))
+        elif op.kind == "point":
+            key.append(repr(op.module))
+    return tuple(key)
+
+
+@dataclass
+class _Plan:
+    geo: dict
+    vals: dict[str, torch.Tensor]  # float64 backgrounds
+    cast: dict = field(default_factory=dict)  # (blob, dtype, fill) -> padded background in dtype
+
+
+def _plan(owner: nn.Module, program: Sequence[Op], sizes: dict[str, tuple[int, int]],
+          channels: dict[str, int]) -> _Plan:
+    pkey = (_program_key(program), tuple(sorted(sizes.items())))
+    geo = _lru_get(_GEO, pkey, lambda: blob_geometry(program, sizes))
+    per_net = _VALS.setdefault(owner, OrderedDict())
+    wkey = _weights_key(program)
+    hit = per_net.get(pkey)
+    if hit is not None and hit[0] == wkey:
+        per_net.move_to_end(pkey)
+        return hit[1]
+    with torch.inference_mode(False), torch.no_grad():
+        plan = _Plan(geo, _background(program, geo, channels))
+    per_net[pkey] = (wkey, plan)
+    while len(per_net) > _MAX_SIZES:
+        per_net.popitem(last=False)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# the forward on regions
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Blob:
+    core: torch.Tensor  # N x C x (b_y - a_y) x (b_x - a_x), the image-dependent rectangle
+    ay: Axis
+    ax: Axis
+
+    @property
+    def full(self) -> bool:
+        return (self.ay.a, self.ay.b, self.ax.a, self.ax.b) == (0, self.ay.n, 0, self.ax.n)
+
+
+def _bg_padded(plan: _Plan, name: str, dtype: torch.dtype, fill: float) -> torch.Tensor:
+    key = (name, dtype, fill)
+    if key not in plan.cast:
+        plan.cast[key] = _pad_out(plan.vals[name], fill).to(dtype)
+    return plan.cast[key]
+
+
+def _classes(ax: Axis, lo: int, hi: int) -> torch.Tensor:
+    """Row (column) indices into the padded background of positions lo..hi-1 (beyond the map and
+    OUT-like input positions: the padding row, index ncls)."""
+    cls = [ax.cls[i] if 0 <= i < ax.n else OUT for i in range(lo, hi)]
+    return torch.tensor([ax.ncls if c == OUT else c for c in cls], dtype=torch.long)
+
+
+def _materialize(plan: _Plan, name: str, blob: _Blob, ylo: int, yhi: int, xlo: int, xhi: int,
+                 fill: float) -> torch.Tensor:
+    """The blob on rows [ylo, yhi) x columns [xlo, xhi) (may reach beyond the map: `fill` there),
+    N x C x h x w in channels_last: the core where it is, the background elsewhere."""
+    ay, ax, core = blob.ay, blob.ax, blob.core
+    if (ylo, yhi, xlo, xhi) == (ay.a, ay.b, ax.a, ax.b):
+        return core
+    n, c = core.shape[:2]
+    out = torch.empty((n, yhi - ylo, xhi - xlo, c), dtype=core.dtype)  # NHWC memory
+    cy0, cy1 = max(ay.a, ylo), min(ay.b, yhi)
+    cx0, cx1 = max(ax.a, xlo), min(ax.b, xhi)
+    if cy1 > cy0 and cx1 > cx0:
+        pieces = ((ylo, cy0, xlo, xhi), (cy1, yhi, xlo, xhi), (cy0, cy1, xlo, cx0), (cy0, cy1, cx1, xhi))
+    else:
+        pieces = ((ylo, yhi, xlo, xhi),)
+    strips = _strips(plan, name, blob, (ylo, yhi, xlo, xhi), pieces, core.dtype, fill)
+    for (y0, y1, x0, x1), strip in zip(pieces, strips):
+        if strip is not None:
+            out[:, y0 - ylo:y1 - ylo, x0 - xlo:x1 - xlo] = strip
+    if len(pieces) == 4:
+        out[:, cy0 - ylo:cy1 - ylo, cx0 - xlo:cx1 - xlo] = core[:, :, cy0 - ay.a:cy1 - ay.a,
+                                                               cx0 - ax.a:cx1 - ax.a].permute(0, 2, 3, 1)
+    return out.permute(0, 3, 1, 2)
+
+
+def _strips(plan: _Plan, name: str, blob: _Blob, rect: tuple, pieces: tuple, dtype: torch.dtype,
+            fill: float) -> list[torch.Tensor | None]:
+    """The background on each piece (1 x h x w x C, None if empty), cached with the plan."""
+    key = (name, rect, dtype, fill)
+    if key not in plan.cast:
+        bg = _bg_padded(plan, name, dtype, fill)
+        ylo, _, xlo, _ = rect
+        out = []
+        for y0, y1, x0, x1 in pieces:
+            if y1 > y0 and x1 > x0:
+                ry, rx = _classes(blob.ay, y0, y1), _classes(blob.ax, x0, x1)
+                out.append(bg.index_select(0, ry).index_select(1, rx)[None].contiguous())
+            else:
+                out.append(None)
+        plan.cast[key] = out
+    return plan.cast[key]
+
+
+#: module -> {padding: (weight ref, weight key, packed weight)} for the region path's convolutions,
+#: which run with other paddings than the layer's (same invalidation as nets.fast).
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _conv_relu_padded(layer: nn.Conv2d, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """relu(conv2d(x, layer.weight, layer.bias, layer.stride, padding=pad)), oneDNN-packed when it can."""
+    if nf._onednn_ok(x, layer):
+        args = (list(pad), list(layer.stride), list(layer.dilation), layer.groups)
+        w = layer.weight
+        key = nf._weight_key(w)
+        per = _PACKED.setdefault(layer, {})
+        hit = per.get(pad)
+        if hit is None or hit[0]() is not w or hit[1] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *args, list(x.shape))
+            hit = per[pad] = (weakref.ref(w), key, packed)
+        return torch.ops.mkldnn._convolution_pointwise(x, hit[2], layer.bias, *args, "relu", [], "")
+    return F.relu(F.conv2d(x, layer.weight, layer.bias, layer.stride, pad, layer.dilation, layer.groups),
+                  inplace=True)
+
+
+def _apply(op: Op, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """The op's window computation on `x` with symmetric padding `pad` (zero / -inf), no ceil mode."""
+    k, s, _ = _geom(op.module)
+    if op.kind == "pool":
+        return F.max_pool2d(x, k, s, pad)
+    if op.fc and pad == (0, 0) and nf._gemm_ok(op.module, x):
+        return F.relu(nf.fc_conv(op.module, x), inplace=True)
+    return _conv_relu_padded(op.module, x, pad)
+
+
+def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob]) -> torch.Tensor:
+    src = blobs[op.srcs[0]]
+    oy, ox = plan.geo[op.dst]
+    m = op.module
+    if src.full and (oy.a, oy.b, ox.a, ox.b) == (0, oy.n, 0, ox.n):
+        # deep in the net: every output depends on the image, the default path's layer as it is
+        if op.kind == "pool":
+            return m(src.core)
+        return nf.conv_relu(m, src.core, True, fc=op.fc)
+    k, s, p = _geom(m)
+    fill = -math.inf if op.kind == "pool" else 0.0
+    # the input of R' (the outputs that depend on the image): R and the rows and columns around
+    # it that their windows reach, from the background (beyond the map: the layer's padding)
+    x = _materialize(plan, op.srcs[0], src, oy.a * s - p, (oy.b - 1) * s - p + k,
+                     ox.a * s - p, (ox.b - 1) * s - p + k, fill)
+    return _apply(op, x, (0, 0))
+
+
+def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.Tensor],
+               outputs: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Run `program` on `inputs` (N x C x H x W each) by regions; return the `outputs` blobs at
+    full size. `owner` is the net (the background cache lives with it)."""
+    sizes = {k: (int(v.shape[2]), int(v.shape[3])) for k, v in inputs.items()}
+    plan = _plan(owner, program, sizes, {k: int(v.shape[1]) for k, v in inputs.items()})
+    blobs = {k: _Blob(nf.entry_layout(v, True), *plan.geo[k]) for k, v in inputs.items()}
+    for op in program:
+        if op.kind in ("conv", "pool"):
+            y = _window_op(op, plan, blobs)
+        elif op.kind == "point":
+            y = op.module(blobs[op.srcs[0]].core)
+        else:
+            oy, ox = plan.geo[op.dst]
+            y = torch.cat([_materialize(plan, s, blobs[s], oy.a, oy.b, ox.a, ox.b, math.nan)
+                           for s in op.srcs], dim=1)
+        blobs[op.dst] = _Blob(y, *plan.geo[op.dst])
+    out = {}
+    for name in outputs:
+        b = blobs[name]
+        out[name] = _materialize(plan, name, b, 0, b.ay.n, 0, b.ax.n, math.nan)
+    return out
+
+
+def region_flops(program: Sequence[Op], sizes: dict[str, tuple[int, int]], *,
+                 region: bool = True) -> int:
+    """Multiply-adds x 2 of the program's convolutions for inputs of `sizes`: over the computed
+    (dependent-and-enlarged) rectangles when `region`, over the full maps otherwise."""
+    geo = blob_geometry(program, sizes)
+    total = 0
+    for op in program:
+        if op.kind != "conv":
+            continue
+        oy, ox = geo[op.dst]
+        m = op.module
+        per = 2 * m.weight[0].numel() * m.out_channels
+        total += per * ((oy.b - oy.a) * (ox.b - ox.a) if region else oy.n * ox.n)
+    return total

@@ -1,0 +1,203 @@
+"""The region forward (nets/region.py) computes what the plain build computes.
+
+Every net, every layer (score layers included) with random non-zero weights and biases, at input
+sizes from 1x1 to larger than 500, odd and non-square: scores within the fast path's 1e-5 of the
+plain build's. The image-dependent rectangles are checked against a brute-force receptive-field
+walk, the backgrounds against the values the plain layers compute with two different images,
+and the caches against weight changes. No timing here (`make bench`).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nets
+import nets.region as nr
+from test_fast_paths import TOL, WIDTH, assert_same_scores, heads, inputs, randomize_, rel
+
+NETS = ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "voc-fcn-googlenet",
+        "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha", "nyud-fcn16s-color-hha", "siftflow-fcn8s",
+        "pascalcontext-fcn16s"]
+SIZES = [(1, 1), (7, 13), (2, 31), (37, 53), (64, 64), (33, 1)]
+LARGE = ["voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet", "siftflow-fcn16s"]
+
+
+def region_pair(name: str, seed: int = 0):
+    """(default build with the region forward, plain build) with the same random weights."""
+    fast = randomize_(nets.build(name, width=WIDTH), seed).eval()
+    plain = nets.build(name, width=WIDTH, fast=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    nr.set_region(fast, True)
+    return fast, plain
+
+
+@pytest.fixture
+def region_calls(monkeypatch) -> list[str]:
+    """Records every region forward (by the net's name), so a silent fallback would show."""
+    calls: list[str] = []
+    real = nr.run_region
+
+    def spy(owner, program, inputs, outputs):
+        calls.append(owner.caffe_name)
+        return real(owner, program, inputs, outputs)
+
+    for module in ("nets.vgg_fcn", "nets.alexnet_fcn", "nets.googlenet_fcn"):
+        monkeypatch.setattr(f"{module}.run_region", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_region_forward_equals_plain(name, region_calls):
+    fast, plain = region_pair(name)
+    for h, w in SIZES:
+        xs = inputs(fast, h, w)
+        with torch.inference_mode():
+            assert_same_scores(fast(*xs), plain(*xs))
+        with torch.no_grad():  # the training's test pass
+            assert_same_scores(fast(*xs), plain(*xs))
+    streams = len(getattr(fast, "streams", ())) or 1
+    assert len(region_calls) == 2 * len(SIZES) * streams
+
+
+@pytest.mark.parametrize("name", LARGE)
+def test_region_forward_equals_plain_above_500(name, region_calls):
+    fast, plain = region_pair(name, seed=3)
+    xs = inputs(fast, 517, 263, n=1)
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    assert region_calls
+
+
+def test_region_needs_eval_no_grad_and_the_switch(region_calls):
+    fast, plain = region_pair("voc-fcn16s")
+    xs = inputs(fast, 21, 30)
+    with torch.no_grad():
+        plain(*xs)
+        fast.train()
+        fast(*xs)  # dropout on: the default path
+        fast.eval()
+        nr.set_region(fast, False)
+        fast(*xs)
+        nr.set_region(fast, True)
+        nets.set_fast(fast, False)
+        fast(*xs)  # the plain build never takes it
+        nets.set_fast(fast, True)
+    fast(*xs)  # autograd on
+    assert region_calls == []
+    with torch.no_grad():
+        fast(*xs)
+    assert region_calls == ["voc-fcn16s"]
+
+
+def _brute_interval(program, geo, h: int) -> dict[str, tuple[int, int]]:
+    """Rows of every blob that depend on some image row, by walking each position's window (sets)."""
+    dep = {"data": set(range(h))}
+    size = {"data": h}
+    for op in program:
+        if op.kind in ("conv", "pool"):
+            k, s, p = nr._geom(op.module)
+            n_out = geo[op.dst][0].n
+            src = dep[op.srcs[0]]
+            dep[op.dst] = {o for o in range(n_out) if any(o * s - p + t in src for t in range(k))}
+            size[op.dst] = n_out
+        elif op.kind == "point":
+            dep[op.dst], size[op.dst] = dep[op.srcs[0]], size[op.srcs[0]]
+        else:
+            dep[op.dst] = set().union(*(dep[s] for s in op.srcs))
+            size[op.dst] = size[op.srcs[0]]
+    return {k: (min(v), max(v) + 1) for k, v in dep.items() if v}
+
+
+def _programs():
+    vgg = nets.build("voc-fcn8s", width=WIDTH)
+    from nets.vgg_fcn import vgg16_region_program
+    yield "voc-fcn8s", vgg, vgg16_region_program(vgg, vgg.trunk_names)
+    alex = nets.build("voc-fcn-alexnet", width=WIDTH)
+    yield "voc-fcn-alexnet", alex, alex.region_program()
+    goog = nets.build("voc-fcn-googlenet", width=WIDTH)
+    yield "voc-fcn-googlenet", goog, goog.region_program()
+
+
+@pytest.mark.parametrize("h", [1, 2, 7, 32, 33, 500])
+def test_dependent_rectangles_match_a_brute_force_walk(h):
+    for name, _, program in _programs():
+        geo = nr.blob_geometry(program, {"data": (h, 5)})
+        brute = _brute_interval(program, geo, h)
+        for op in program:
+            ay = geo[op.dst][0]
+            assert (ay.a, ay.b) == brute[op.dst], (name, h, op.dst)
+            assert 0 <= ay.a < ay.b <= ay.n and len(ay.cls) == ay.n
+        # the first convolution's pad makes the maps larger than the dependent part
+        first = geo[program[0].dst][0]
+        assert first.n > first.b - first.a
+
+
+def test_background_is_what_the_plain_layers_compute_with_any_image():
+    """Outside the dependent rectangle, conv3_1's plain output is the same for two different images
+    and equals the region path's background there (the constants deep in the padding and the
+    frames along the edges); inside, the two images differ."""
+    net, plain = region_pair("voc-fcn8s", seed=5)
+    from nets.vgg_fcn import vgg16_region_program
+    program = vgg16_region_program(net, net.trunk_names)
+    h, w = 23, 40
+    plan = nr._plan(net, program, {"data": (h, w)}, {"data": 3})
+    outs = []
+    for seed in (1, 2):
+        x = inputs(plain, h, w, n=1, seed=seed)[0]
+        with torch.no_grad():
+            for name in plain.trunk_names[:7]:
+                m = getattr(plain, name)
+                x = torch.relu(m(x)) if isinstance(m, torch.nn.Conv2d) else m(x)
+        outs.append(x[0])
+    ay, ax = plan.geo["conv3_1"]
+    outside = torch.ones(ay.n, ax.n, dtype=torch.bool)
+    outside[ay.a:ay.b, ax.a:ax.b] = False
+    assert outside.any() and outs[0].shape[1:] == (ay.n, ax.n)
+    assert torch.equal(outs[0][:, outside], outs[1][:, outside])
+    assert not torch.equal(outs[0][:, ~outside], outs[1][:, ~outside])
+    v = plan.vals["conv3_1"]
+    cy, cx = torch.tensor(ay.cls), torch.tensor(ax.cls)
+    bg = v[cy[:, None], cx[None, :]].permute(2, 0, 1)  # C x H x W
+    assert rel(bg[:, outside].float(), outs[0][:, outside]) <= TOL
+    assert not bg[:, outside].isnan().any()
+    # not a single constant: the edge frames differ from the deep-padding constant
+    assert len({tuple(bg[:, i, j].tolist()) for i, j in outside.nonzero().tolist()}) > 1
+
+
+def test_weight_changes_reach_the_region_caches():
+    fast, plain = region_pair("voc-fcn8s")
+    xs = inputs(fast, 30, 26)
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    other = randomize_(nets.build("voc-fcn8s", width=WIDTH), seed=9)
+    for net in (fast, plain):
+        net.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    gen = torch.Generator().manual_seed(4)
+    for net in (fast, plain):
+        gen.manual_seed(4)
+        net.conv1_2.weight.data.copy_(torch.randn(net.conv1_2.weight.shape, generator=gen) * 0.05)
+        net.conv2_1.bias.data.fill_(0.7)  # biases alone change the background too
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+
+
+def test_region_flops():
+    net = nets.build("voc-fcn8s")
+    from nets.vgg_fcn import vgg16_region_program
+    program = vgg16_region_program(net, net.trunk_names)
+    full = nr.region_flops(program, {"data": (500, 500)}, region=False)
+    part = nr.region_flops(program, {"data": (500, 500)})
+    assert 360e9 < full < 364e9  # the trunk's nominal FLOPs at 500 x 500
+    assert 0.6 * full < part < 0.75 * full
+
+
+def test_batch_and_double():
+    fast, plain = region_pair("voc-fcn-alexnet")
+    fast.double(), plain.double()
+    xs = [x.double() for x in inputs(fast, 19, 44, n=3)]
+    with torch.inference_mode():
+        a, b = heads(fast(*xs)), heads(plain(*xs))
+    for k in a:
+        assert rel(a[k], b[k]) <= 1e-10
