@@ -30,9 +30,10 @@ from nets.caffe import param_multipliers
 from nets.caffe_graph import caffe_blobs, caffe_layers, to_prototxt
 from nets.fast import set_fast
 from nets.googlenet_fcn import GoogLeNetFCN
+from nets.region import set_region
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
-__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo",
+__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "set_region", "NetInfo",
            "to_prototxt", "caffe_layers", "caffe_blobs"]
 
 
@@ -108,7 +109,7 @@ def info(name: str) -> NetInfo:
 
 
 def build(name: str, *, num_classes: int | tuple[int, ...] | None = None, width: float = 1.0,
-          fast: bool = True) -> nn.Module:
+          fast: bool = True, region: bool = True) -> nn.Module:
     """Build experiment `name`'s net.
 
     Args:
@@ -118,10 +119,16 @@ def build(name: str, *, num_classes: int | tuple[int, ...] | None = None, width:
         fast: use the fast kernels of `nets.fast` (default). False gives the plain build (NCHW,
             no prepacking, no fusion), the baseline they are measured and tested against; both
             compute the same function (float32 rounding aside) with the same parameters.
+        region: with `fast`, the region forward of `nets.region` wherever no gradient is needed
+            (eval mode under `torch.no_grad()` / `torch.inference_mode()`: `fcn eval`, `fcn infer`,
+            training's test passes): each trunk layer computed only where it depends on the image,
+            the rest filled from the weights. Same function again; False (or `set_region(net,
+            False)`, or FCN_REGION=0 in the environment) opts out.
     """
     i = info(name)
     if width <= 0:
         raise ValueError(f"width must be positive, not {width}")
     net = i.make(i.num_classes if num_classes is None else num_classes, width)
     net.caffe_name = name
+    set_region(net, region)
     return set_fast(net, fast)

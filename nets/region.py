@@ -25,13 +25,15 @@ assembled at full size, and the heads run unchanged. Same function as the plain 
 rounding aside, as for `nets.fast`); tests/test_region.py holds it to the same 1e-5.
 
 Used by the nets' forwards when `region_enabled(net)`: the fast kernels on (`nets.build`'s
-default), the region switch on (`set_region`, `nets.build(..., region=False)` to opt out), the
+default), the region switch on (the default; `set_region(net, False)`, `nets.build(...,
+region=False)` or FCN_REGION=0 in the environment opt out), the
 net in eval mode (dropout off), autograd off (`torch.no_grad()` / `torch.inference_mode()`), a
 float32 / float64 CPU input and no torch.compile tracing. Anything else runs the default path.
 """
 from __future__ import annotations
 
 import math
+import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ def set_region(net: nn.Module, enabled: bool) -> nn.Module:
 def region_enabled(net: nn.Module, *inputs: torch.Tensor) -> bool:
     """Whether `net`'s forward on `inputs` takes the region path (see the module docstring)."""
     return (bool(getattr(net, "region", False)) and nf.is_fast(net) and not net.training
+            and os.environ.get("FCN_REGION", "1") != "0"
             and not torch.is_grad_enabled() and not nf._tracing()
             and all(x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
                     and x.layout == torch.strided for x in inputs)

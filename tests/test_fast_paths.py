@@ -49,7 +49,7 @@ def randomize_(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def pair(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(default build, plain build) of `name` at reduced width with the same random weights."""
-    fast = randomize_(nets.build(name, width=WIDTH), seed)
+    fast = randomize_(nets.build(name, width=WIDTH, region=False), seed)  # the region path: test_region.py
     plain = nets.build(name, width=WIDTH, fast=False)
     plain.load_state_dict(fast.state_dict())
     return fast, plain

@@ -201,3 +201,15 @@ def test_batch_and_double():
         a, b = heads(fast(*xs)), heads(plain(*xs))
     for k in a:
         assert rel(a[k], b[k]) <= 1e-10
+
+
+def test_default_and_opt_outs(region_calls, monkeypatch):
+    xs = [torch.rand(1, 3, 12, 9)]
+    with torch.inference_mode():
+        nets.build("voc-fcn32s", width=WIDTH).eval()(*xs)
+        assert region_calls == ["voc-fcn32s"]  # the default
+        nets.build("voc-fcn32s", width=WIDTH, region=False).eval()(*xs)
+        nets.build("voc-fcn32s", width=WIDTH, fast=False).eval()(*xs)
+        monkeypatch.setenv("FCN_REGION", "0")
+        nets.build("voc-fcn32s", width=WIDTH).eval()(*xs)
+    assert region_calls == ["voc-fcn32s"]
