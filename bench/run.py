@@ -7,6 +7,9 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
   default build ("fast") and the plain build (NCHW, no prepacking, no fusion) measured in the
   same run, with ratios (bench/case_nets.py, bench/plan.py for which net stands for which);
 - eval.json: evaluation throughput, images/s through reproduce.evaluate (bench/case_eval.py);
+- region.json: the region forward (nets/region.py) against the fast kernels alone and the plain
+  build, interleaved in one process: forward medians and ratios, FLOPs computed against nominal,
+  evaluation images/s (bench/case_region.py);
 - fast_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_fast_mode.py);
 - run.json: the machine, the load average, each case's command, wall time and peak RSS,
   including bench.bench_hha and bench.bench_convert (written by their own modules, run here
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         steps += [("forward", g) for g in forward if g.net == headline]
         steps += [("train", g) for g in train if g.net == headline]
         if not only:
-            steps += [("eval", None), ("fast_mode", None)]
+            steps += [("region", None), ("eval", None), ("fast_mode", None)]
         steps += [("other", m) for m in others]
         if before["gpu"]:  # the exact path and its plain baseline on the GPU too (TF32 off)
             steps += [("gpu_forward", g) for g in forward if g.net == headline]
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
                 elif kind == "eval":
                     results["eval"] = {v: bench.case(f"eval {v}", "bench.case_eval", ["--variant", v])
                                        for v in ("plain", "fast")}
+                elif kind == "region":
+                    results["region"] = bench.case("region forward", "bench.case_region", [], timeout_s=420)
                 elif kind == "fast_mode":
                     results["fast_mode"] = bench.case("fast mode", "bench.case_fast_mode", [], timeout_s=540,
                                                       env={"TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)})
@@ -186,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "forward.json", forward_times(results))
     write_json(args.out / "eval.json", ev)
     write_json(args.out / "fast_mode.json", results.get("fast_mode"))
+    if "region" in results:
+        write_json(args.out / "region.json", results["region"])
     write_json(args.out / "run.json", run)
     summary = write_summary(args.out, results, run)
     click.echo(summary)

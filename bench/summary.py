@@ -129,6 +129,35 @@ def _fast_mode_lines(fm: dict | None) -> list[str]:
     return lines
 
 
+def region_lines(r: dict | None) -> list[str]:
+    """The region forward's section: plain / fast kernels / region, one process, interleaved."""
+    if not r:
+        return ["Not measured (the case failed or was skipped for time; see run.json)."]
+    f, m = r["forward"], r["machine_before"]
+    med = f["median_s"]
+    lines = [f"{f['net']}, {f['input'].replace('?', '3')}, fp32, random-ish weights; the three variants in one "
+             f"process, interleaved run by run ({f['runs']} runs each, medians; load average before "
+             f"{', '.join(f'{x:.2f}' for x in m['load_average'])}, after "
+             f"{', '.join(f'{x:.2f}' for x in r['machine_after']['load_average'])}). **plain** = "
+             "`nets.build(name, fast=False)`; **fast** = `nets.build(name, region=False)` (the kernels of "
+             "nets/fast.py alone); **region** = `nets.build(name)`, the default: each trunk layer only where "
+             "it depends on the image (nets/region.py).", "",
+             "| path | median s | vs plain | GFLOP computed |", "|---|---:|---:|---:|",
+             f"| plain | {med['plain']:.2f} | 1.00x | {f['gflop_nominal']:.0f} (nominal) |",
+             f"| fast | {med['fast']:.2f} | {f['fast_over_plain']:.2f}x | {f['gflop_nominal']:.0f} |",
+             f"| region | {med['region']:.2f} | {f['region_over_plain']:.2f}x | {f['gflop_region']:.0f} |", "",
+             f"Region against fast: {f['region_over_fast']:.2f}x. First region call at this size (geometry and "
+             f"background from the weights, then cached): {f['first_region_call_s']:.2f} s. Exactness: "
+             f"max |region - plain| / max |plain| = {f['max_rel_diff_region_plain']:.1e}."]
+    ev = r.get("eval")
+    if ev:
+        ips = ev["images_per_s"]
+        lines += ["", f"Evaluation ({ev['dataset']}, `reproduce.evaluate`, {ev['runs']} passes each, interleaved): "
+                  f"plain {ips['plain']:.2f}, fast {ips['fast']:.2f}, region {ips['region']:.2f} images/s "
+                  f"(region {ev['region_over_plain']:.2f}x the plain build's throughput)."]
+    return lines
+
+
 def render(results: dict, run: dict) -> str:
     m = run["machine_before"]
     when = run.get("started") or _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -139,7 +168,8 @@ def render(results: dict, run: dict) -> str:
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in m['load_average'])}; after: "
         f"{', '.join(f'{x:.2f}' for x in run['machine_after']['load_average'])}. Other work on the machine "
         "slows every figure; the ratios compare cases measured in the same run, one after the other.", "",
-        "**default** = `nets.build(name)` (the Caffe-exact fp32 path with the fast kernels of `nets/fast.py`); "
+        "**default** = `nets.build(name)` (the Caffe-exact fp32 path with the fast kernels of `nets/fast.py`, "
+        "and for inference the region forward of `nets/region.py`); "
         "**plain** = `nets.build(name, fast=False)` (NCHW, every layer its torch.nn module, no prepacking, "
         "no fusion), the baseline. Times: median of several runs after one warm-up; CPU s: process CPU time "
         "(about 2x wall on an idle 2-core machine). Peak RSS: the case process's ru_maxrss (import, build, "
@@ -166,6 +196,7 @@ def render(results: dict, run: dict) -> str:
         lines += ["## GPU", "", "No GPU was available in this session: no GPU figures were measured. On CUDA the "
                   "nets switch TF32 off for convolutions and matmuls (`nets.fast.exact_cuda_math`), and "
                   "`bench.run` adds GPU forward and training-step cases for voc-fcn8s when a GPU is present.", ""]
+    lines += ["## Region forward (`nets/region.py`)", "", *region_lines(results.get("region")), ""]
     ev = results.get("eval") or {}
     lines += ["## Evaluation throughput (`reproduce.evaluate`, data loading and metrics included)", ""]
     if ev.get("fast") and ev.get("plain"):
@@ -190,7 +221,7 @@ def render(results: dict, run: dict) -> str:
     if run.get("skipped_for_time"):
         lines += ["## Skipped for time", "", "Not run because the time budget "
                   f"({run['budget_s']:.0f} s) was used up: " + ", ".join(run["skipped_for_time"]) + ".", ""]
-    lines += ["Per-case records, commands and logs: nets.json, eval.json, fast_mode.json, run.json.", ""]
+    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, fast_mode.json, run.json.", ""]
     return "\n".join(lines)
 
 

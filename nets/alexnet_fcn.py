@@ -72,8 +72,9 @@ class AlexNetFCN(nn.Module):
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
         if region_enabled(self, data):
-            x = run_region(self, self.region_program(), {"data": data}, ["drop7"])["drop7"]
-            return self.score(self.upscore(self.score_fr(x)), data)
+            blobs = run_region(self, self.region_program(), {"data": data}, ["drop7"])
+            if blobs is not None:
+                return self.score(self.upscore(self.score_fr(blobs["drop7"])), data)
         exact_cuda_math(data)
         x = entry_layout(data, self.fast)
         for name, (_, kind, *_rest) in zip(self.trunk_names, ALEXNET_TRUNK):

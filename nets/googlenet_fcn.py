@@ -188,10 +188,9 @@ class GoogLeNetFCN(nn.Module):
         return ops
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
-        if region_enabled(self, data):
-            x = run_region(self, self.region_program(), {"data": data}, [TRUNK_TOP])[TRUNK_TOP]
-        else:
-            x = self._trunk_forward(data)
+        blobs = run_region(self, self.region_program(), {"data": data}, [TRUNK_TOP]) \
+            if region_enabled(self, data) else None
+        x = self._trunk_forward(data) if blobs is None else blobs[TRUNK_TOP]
         # NCHW before dropout, so the fast build draws the plain build's masks (memory order).
         x = self.layer(DROP)(x.contiguous())
         return self.score(self.layer(UPSCORE)(self.layer(SCORE_FR)(x)), data)

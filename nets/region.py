@@ -12,9 +12,9 @@ edges only. This module computes, per trunk blob and input size:
   input classes in the window, `OUT` for positions beyond the map), so that a blob's background
   is one value per (row class, column class) pair and channel: the per-channel constant deep in
   the padding, and the frames along the edges where the layers' own padding enters. Those
-  values are computed once per set of weights (float64, on the class pairs that occur outside
-  R only) and cached until a weight changes (the key of `nets.fast`: version counter, storage
-  and a sample of the values) or for another input size.
+  values are computed once per set of weights (on the class pairs that occur outside R only;
+  products in the weights' dtype, kept in float64) and cached until a weight changes (the key
+  of `nets.fast`: version counter, storage and a sample of the values) or for another input size.
 
 The forward then runs each convolution / pooling on R' (its output's dependent rectangle) only:
 its input is R plus the few surrounding rows and columns the windows reach, filled from the
@@ -28,7 +28,8 @@ Used by the nets' forwards when `region_enabled(net)`: the fast kernels on (`net
 default), the region switch on (the default; `set_region(net, False)`, `nets.build(...,
 region=False)` or FCN_REGION=0 in the environment opt out), the
 net in eval mode (dropout off), autograd off (`torch.no_grad()` / `torch.inference_mode()`), a
-float32 / float64 CPU input and no torch.compile tracing. Anything else runs the default path.
+float32 / float64 CPU input, no torch.compile tracing and no forward hooks on the trunk's layers
+(they would see partial blobs). Anything else runs the default path.
 """
 from __future__ import annotations
 
@@ -188,14 +189,16 @@ def _pad_out(v: torch.Tensor, fill: float) -> torch.Tensor:
 
 
 def _conv_pairs(g: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
-    """`m` (float64) at P positions whose windows are g (P x k x k x C_in): P x C_out, bias added."""
-    p, k = g.shape[0], g.shape[1]
+    """`m` at P positions whose windows are g (P x k x k x C_in): P x C_out (float64), bias added."""
+    p = g.shape[0]
     w = m.weight.detach()
     groups = m.groups
-    o, cg = w.shape[0] // groups, w.shape[1]
-    gs = g.reshape(p, k, k, groups, cg).permute(3, 0, 1, 2, 4).reshape(groups, p, k * k * cg)
-    ws = w.reshape(groups, o, cg, k, k).permute(0, 1, 3, 4, 2).reshape(groups, o, k * k * cg)
-    out = torch.bmm(gs, ws.to(torch.float64).transpose(1, 2))  # G x P x O
+    o = w.shape[0] // groups
+    # the windows in the weight's (C_in, kh, kw) order, so that the weight is read as it is (a view)
+    gs = g.permute(0, 3, 1, 2).reshape(p, groups, -1).transpose(0, 1)  # G x P x (C/G k k)
+    ws = w.reshape(groups, o, -1)                                       # G x O/G x (C/G k k)
+    # in the weight's own dtype (as the layer computes; no float64 copy of fc6's 411 MB weight)
+    out = torch.bmm(gs.to(w.dtype), ws.transpose(1, 2)).to(torch.float64)  # G x P x O
     out = out.permute(1, 0, 2).reshape(p, groups * o)
     if m.bias is not None:
         out = out + m.bias.detach().to(torch.float64)
@@ -250,7 +253,7 @@ def _background(program: Sequence[Op], geo: dict, inputs: dict[str, int]) -> dic
 # --------------------------------------------------------------------------------------------
 # caches: geometry per (program, input sizes); background per (weights, input sizes)
 # --------------------------------------------------------------------------------------------
-_MAX_SIZES = 32
+_MAX_SIZES = 8  # input sizes kept per net (about 26 MiB each for voc-fcn8s at 500 x 375)
 _GEO: "OrderedDict[tuple, dict]" = OrderedDict()
 _VALS: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 
@@ -437,10 +440,22 @@ def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob]) -> torch.Tensor:
     return _apply(op, x, (0, 0))
 
 
+def _hooked(program: Sequence[Op]) -> bool:
+    """Whether forward hooks watch a trunk layer (they would see partial blobs, or none)."""
+    from torch.nn.modules import module as nn_module
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(op.module is not None and (op.module._forward_hooks or op.module._forward_pre_hooks)
+               for op in program)
+
+
 def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.Tensor],
-               outputs: Sequence[str]) -> dict[str, torch.Tensor]:
+               outputs: Sequence[str]) -> dict[str, torch.Tensor] | None:
     """Run `program` on `inputs` (N x C x H x W each) by regions; return the `outputs` blobs at
-    full size. `owner` is the net (the background cache lives with it)."""
+    full size. `owner` is the net (the background cache lives with it). None when forward hooks
+    watch a trunk layer: the caller then runs its default path, whose layers hooks see whole."""
+    if _hooked(program):
+        return None
     sizes = {k: (int(v.shape[2]), int(v.shape[3])) for k, v in inputs.items()}
     plan = _plan(owner, program, sizes, {k: int(v.shape[1]) for k, v in inputs.items()})
     blobs = {k: _Blob(nf.entry_layout(v, True), *plan.geo[k]) for k, v in inputs.items()}

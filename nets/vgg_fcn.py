@@ -125,7 +125,8 @@ def vgg16_trunk_forward(net: nn.Module, x: torch.Tensor, names: Sequence[str]) -
     if region_enabled(net, x):
         blobs = run_region(net, vgg16_region_program(net, names), {"data": x},
                            [n for n, row in zip(names, VGG16_TRUNK) if row[0] in TAPS])
-        return {row[0]: blobs[n] for n, row in zip(names, VGG16_TRUNK) if row[0] in TAPS}
+        if blobs is not None:
+            return {row[0]: blobs[n] for n, row in zip(names, VGG16_TRUNK) if row[0] in TAPS}
     fast = is_fast(net)
     exact_cuda_math(x)
     x = entry_layout(x, fast)

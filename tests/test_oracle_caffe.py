@@ -197,6 +197,12 @@ def forward_errors(name: str, caffemodel: pathlib.Path) -> dict[str, float]:
     errors = {blob: rel_err(blobs[blob], g[f"blob/{blob}"]) for blob in MANIFEST["experiments"][name]["probes"]}
     for blob, score in scores_of(net, name, out).items():
         errors[blob] = rel_err(score, g[f"score/{blob}"])
+    # the hooks above keep the trunk on the default path (nets/region.py); without them the
+    # default build runs the region forward, whose scores must match Caffe's as well
+    with torch.no_grad():
+        out = net(*inputs_of(net, name))
+    for blob, score in scores_of(net, name, out).items():
+        errors[f"{blob} (region forward)"] = rel_err(score, g[f"score/{blob}"])
     return errors
 
 

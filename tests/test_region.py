@@ -213,3 +213,20 @@ def test_default_and_opt_outs(region_calls, monkeypatch):
         monkeypatch.setenv("FCN_REGION", "0")
         nets.build("voc-fcn32s", width=WIDTH).eval()(*xs)
     assert region_calls == ["voc-fcn32s"]
+
+
+def test_forward_hooks_see_whole_blobs(region_calls):
+    fast, plain = region_pair("voc-fcn8s")
+    seen = []
+    handles = [net.pool2.register_forward_hook(lambda m, i, o: seen.append(o.clone())) for net in (fast, plain)]
+    xs = inputs(fast, 20, 30)
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    for h in handles:
+        h.remove()
+    # the default path ran (run_region declined): the hook saw the whole blob, as in the plain build
+    assert region_calls == ["voc-fcn8s"] and len(seen) == 2
+    assert seen[0].shape == seen[1].shape and rel(seen[0], seen[1]) <= TOL
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    assert region_calls == ["voc-fcn8s"] * 2
