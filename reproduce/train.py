@@ -232,13 +232,14 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
                         "rng": {"torch_cpu": [r["torch_cpu"] for r in rngs],
                                 "torch_cuda": [r["torch_cuda"] for r in rngs]},
                         "display_losses": list(losses), "elapsed_seconds": seconds(),
-                    }, checkpoint.snapshot_path(snap_dir, done))
+                    }, checkpoint.snapshot_path(snap_dir, done), checkpoint.training_record(exp.name, width, out, done))
                     checkpoint.prune_snapshots(snap_dir, keep_snapshots)
                 distributed.barrier(ctx)
 
     # -- the end: final weights and metrics -------------------------------------------------------
     if ctx.is_main:
-        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(net), out / "final.pt")
+        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(net), out / "final.pt",
+                                       checkpoint.training_record(exp.name, width, out, solver.iteration))
         if metrics is None and not (out / "metrics.json").exists():
             metrics = _test_pass(net, exp, val_ds, dev, progress, solver.iteration)
             log.test(solver.iteration, metrics, seconds())
