@@ -15,8 +15,10 @@ WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, 
                        help="A .pt state dict / checkpoint (fcn train's final.pt) or a .caffemodel.")
 DEVICE = click.option("--device", default="auto", show_default=True,
                       help='torch device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...')
-WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1).")
+WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1). "
+                          "Only for weights without an fcn-repro record; one that contradicts the record "
+                          "is an error.  [default: the record's, else 1]")
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -31,7 +33,7 @@ def _device(name: str):
         raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
-def _load(experiment, weights: Path, width: float, device):
+def _load(experiment, weights: Path, width: float | None, device):
     from reproduce.infer import load_net
     try:
         return load_net(experiment, weights, width=width, device=device)
@@ -84,7 +86,7 @@ def _summary(record: dict) -> str:
               help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
                    "metrics.json. Off by default.")
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: str, out: Path,
-                 limit: int | None, width: float, workers: int, iteration: int | None,
+                 limit: int | None, width: float | None, workers: int, iteration: int | None,
                  export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
@@ -134,7 +136,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
 @WIDTH
 @click.option("--force", is_flag=True, help="Replace existing outputs (an input file is never overwritten).")
 def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_dir: Path, hha: tuple[Path, ...],
-                  depth: tuple[Path, ...], device: str, width: float, force: bool) -> None:
+                  depth: tuple[Path, ...], device: str, width: float | None, force: bool) -> None:
     """Segment IMAGE files with EXPERIMENT's net: writes <stem>.png (VOC-palette class indices;
     SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction).
     Existing outputs are kept unless --force."""
@@ -182,7 +184,7 @@ def _parse_column(spec: str) -> tuple[str, str]:
 @DEVICE
 @WIDTH
 def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | None, out: Path,
-                 cell_height: int, device: str, width: float) -> None:
+                 cell_height: int, device: str, width: float | None) -> None:
     """A grid like CVPR Figure 4: one row per IMAGE; columns Image, each --column, Ground truth."""
     from reproduce.figures import render_grid
     from reproduce.infer import infer_label_maps, save_png_atomic
