@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from reproduce import metrics
+from reproduce.device import resolve_device
 from reproduce.experiments import Experiment
 from reproduce.infer import progress_bar, save_png_atomic
 from reproduce.loss import softmax_with_loss
@@ -67,7 +68,7 @@ def evaluate(net: torch.nn.Module, experiment: Experiment, dataset: Dataset, *,
     `loss` = mean per-image loss of the first head, SIFT Flow adds `scores_geo` / `loss_geo`;
     plus "loss_normalized" (whether the per-image loss is a pixel mean, as for FCN-AlexNet).
     """
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     classes = head_classes(experiment)
     accumulators = [metrics.MetricsAccumulator(classes[0], metrics.scoring_for_experiment(experiment.name))]
     if len(classes) > 1:
@@ -157,7 +158,7 @@ def export_voc_test(net: torch.nn.Module, experiment: Experiment, dataset: VOCTe
     <out_dir>/<comp>_VOC<year>_<split>.tar.gz (entries "results/..."). Returns the archive path."""
     if experiment.dataset != "voc" or len(experiment.labels) != 1:
         raise ValueError(f"{experiment.name}: VOC test export needs a VOC experiment, not {experiment.dataset}")
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     rel_dir = server_result_dir(year, comp, dataset.split)
     out_dir = Path(out_dir)
     loader, n = _loader(dataset, limit, num_workers, pin=device.type == "cuda")
