@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .checksums import file_digests, read_recorded_sha256
 from .errors import DatasetError
-from .locate import find_in
+from .locate import find_in, what_is_missing
 from .nyud import nyud_split_ids
 from .nyud_labeled import load_class_mapping_40
 from .siftflow import SIFTFLOW_SUBDIR
@@ -120,7 +120,7 @@ def _ids_and_files(report: CheckReport, folder: Path, ids: list[str], templates:
 def _locate(report: CheckReport, base: Path, layout: str, description: str, fix: str) -> Path | None:
     folder = find_in(base, layout, ()) if base.exists() else None
     if folder is None:
-        report.problems.append(f"no {description} under {base}")
+        report.problems.append(f"no {description} under {base}: {what_is_missing(base, layout)}")
         report.fix(fix)
     report.location = folder
     return folder
