@@ -65,12 +65,13 @@ test-export-opencv: $(STAMP)
 	$(PY) -m pytest -q tests/test_export_opencv.py
 
 # ---------------------------------------------------------------------------------------------
-# Data and weights: fetched (checksummed, resumable) into $(DATA), checked, marked done.
+# Data and weights: fetched (checksummed, resumable) into $(DATA), checked (every image and label
+# decoded: fcn data check --deep), marked done.
 # ---------------------------------------------------------------------------------------------
 $(DATA)/.fetched-%: | $(STAMP)
 	$(STAGE) $(DATA)/stage-fetch-$*.json --stage "fetch $*" --disk $(DATA)/$* -- \
 		$(FCN) data fetch $* --data-root $(DATA) $(FETCH_FLAGS)
-	$(FCN) data check $* --data-root $(DATA)
+	$(FCN) data check $* --data-root $(DATA) --deep
 	@touch $@
 
 $(DATA)/weights/%.caffemodel: | $(STAMP)
