@@ -10,9 +10,11 @@ from reproduce.smoke import smoke_group
 from reproduce.tables import tables_command
 from reproduce.train_cli import train_command
 from reproduce.upper_bound import upper_bound_command
+from weight_convert.cli import CONTEXT_SETTINGS, version_option
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS)
+@version_option("fcn (fcn-repro)")
 def main() -> None:
     """fcn-repro: reproduce the FCN paper's tables, Caffe-faithfully."""
 

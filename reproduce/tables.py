@@ -289,10 +289,15 @@ def _status_text(status: str, tolerance: float) -> str:
     return status
 
 
+def _titled(title: str, caveat: str | None) -> str:
+    """A page title, with the caveat (what kind of run this is) in the title itself when given."""
+    return f"{title} — {caveat}" if caveat else title
+
+
 def render_markdown(table: PaperTable, rows: Sequence[ComparedRow], used: dict[tuple[str, str], Run],
-                    notes: Sequence[str], tolerance: float, bench: Bench | None) -> str:
-    """The markdown page of one table."""
-    lines = [f"# {table.title}", ""]
+                    notes: Sequence[str], tolerance: float, bench: Bench | None, caveat: str | None = None) -> str:
+    """The markdown page of one table; `caveat` (e.g. "smoke run ...") is appended to its title."""
+    lines = [f"# {_titled(table.title, caveat)}", ""]
     verified = {"yes": "verified against the source", "partial": "partly UNVERIFIED (marked †)",
                 "no": "UNVERIFIED (recalled, not read from the source)"}[table.verified]
     lines.append(f"Source: {table.source} {table.where} — {table.source_text}")
@@ -372,6 +377,7 @@ def render_tables(
     tolerance: float = DEFAULT_TOLERANCE,
     bench: str | os.PathLike | None = None,
     paper_dir: str | os.PathLike | None = None,
+    caveat: str | None = None,
 ) -> list[Path]:
     """Write <out_dir>/<table>.md and .csv for every paper table, and <out_dir>/index.md.
 
@@ -379,6 +385,8 @@ def render_tables(
         or such files.
     tolerance: percentage points; a compared number within ±tolerance of the paper's is "within".
     bench: forward benchmark JSON for Table 1's timing column, or None ("not measured").
+    caveat: what kind of run produced the metrics when it is not a reproduction (the smoke run:
+        "1/16-width nets, ... a check of the pipeline"); written into every title.
     Returns the paths written.
     """
     if tolerance < 0:
@@ -391,13 +399,13 @@ def render_tables(
     for table in load_paper_tables(paper_dir):
         rows, used, notes = compare_table(table, runs, tolerance, bench_data)
         md_path, csv_path = out / f"{table.id}.md", out / f"{table.id}.csv"
-        write_text_atomic(md_path, render_markdown(table, rows, used, notes, tolerance, bench_data))
+        write_text_atomic(md_path, render_markdown(table, rows, used, notes, tolerance, bench_data, caveat))
         write_text_atomic(csv_path, render_csv(table, rows))
         written += [md_path, csv_path]
         counts = {s: sum(r.status == s for r in rows) for s in (WITHIN, OUTSIDE, NOT_RUN)}
         summary.append((table, counts))
     index = [
-        "# The paper's tables, regenerated",
+        "# " + _titled("The paper's tables, regenerated", caveat),
         "",
         f"Tolerance ±{tolerance:g} percentage points. Rows counted per table "
         "(rows without an experiment of ours are not counted).",
@@ -429,8 +437,11 @@ DEFAULT_BENCH = Path("results/bench/forward.json")
               help=f"Forward benchmark JSON for Table 1's timing column. Default: {DEFAULT_BENCH} if it exists.")
 @click.option("--paper-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory with tables.json and the paper's CSVs. Default: the repository's results/paper.")
+@click.option("--caveat", default=None,
+              help="What kind of run this is when it is not a reproduction (e.g. the smoke run's "
+                   "reduced width and sample images); appended to every table's title.")
 def tables_command(runs: tuple[Path, ...], out: Path, tolerance: float, bench: Path | None,
-                   paper_dir: Path | None) -> None:
+                   paper_dir: Path | None, caveat: str | None) -> None:
     """Render the paper's tables with our numbers beside them (markdown + CSV per table)."""
     run_paths: list[Path] = list(runs)
     if not run_paths:
@@ -446,7 +457,8 @@ def tables_command(runs: tuple[Path, ...], out: Path, tolerance: float, bench: P
     elif bench is not None and not bench.is_file():
         raise click.BadParameter(f"{bench}: no such benchmark file", param_hint="--bench")
     try:
-        written = render_tables(run_paths, out, tolerance=tolerance, bench=bench, paper_dir=paper_dir)
+        written = render_tables(run_paths, out, tolerance=tolerance, bench=bench, paper_dir=paper_dir,
+                                caveat=caveat)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {len(written)} files to {out} (index: {out / 'index.md'})", file=sys.stdout)

@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -505,17 +504,8 @@ def _session(command, start_iteration) -> dict:
 
 
 def _git_state() -> dict:
-    repo = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str | None:
-        try:
-            r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+    from weight_convert.provenance import git_state
+    return dict(git_state())
 
 
 def _versions() -> dict:

@@ -256,3 +256,17 @@ def test_tables_command(runs, tmp_path):
     bad = _metrics(tmp_path / "bad" / "metrics.json", "voc-fcn8s", "seg11valid")  # no "scores"
     res = CliRunner().invoke(tables_command, ["--runs", str(bad.parent), "--out", str(out)])
     assert res.exit_code != 0 and "missing key 'scores'" in res.output
+
+
+def test_caveat_goes_into_every_title(runs, tmp_path):
+    caveat = "smoke run: 1/16 width, a check of the pipeline, not a reproduction"
+    out = tmp_path / "smoke"
+    res = CliRunner().invoke(tables_command, ["--runs", str(runs), "--out", str(out), "--caveat", caveat])
+    assert res.exit_code == 0, res.output
+    pages = sorted(out.glob("*.md"))
+    assert len(pages) > 5
+    for page in pages:
+        title = page.read_text().splitlines()[0]
+        assert title.startswith("# ") and title.endswith(f" — {caveat}"), (page.name, title)
+    render_tables([runs], tmp_path / "plain")
+    assert "—" not in (tmp_path / "plain" / "index.md").read_text().splitlines()[0]

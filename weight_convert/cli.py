@@ -15,8 +15,24 @@ import click
 import nets
 from .convert import BASE_NETS, convert, describe_layers
 from .errors import CaffeFormatError, WeightMismatchError
+from .provenance import describe
 from .sources import open_source
 from .writers import SUFFIXES, remove_stale_temporaries
+
+
+#: Every command of the project takes -h as well as --help (subcommands inherit it from their group).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def version_option(program: str):
+    """A --version flag printing `provenance.describe(program)` (version and git commit, computed
+    only when asked) and exiting."""
+    def show(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value and not ctx.resilient_parsing:
+            click.echo(describe(program))
+            ctx.exit()
+    return click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=show,
+                        help="Print the fcn-repro version (and git commit in a checkout) and exit.")
 
 
 class ConvertError(click.ClickException):
@@ -25,7 +41,8 @@ class ConvertError(click.ClickException):
     exit_code = 2
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT_SETTINGS)
+@version_option("convert-caffe (fcn-repro)")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dst", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--net", "net_name", type=click.Choice(nets.names()), default=None,
