@@ -52,7 +52,8 @@ import sys
 import time
 import warnings
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -61,6 +62,7 @@ import torch
 
 from reproduce import checkpoint, distributed
 from reproduce.loss import softmax_with_loss
+from reproduce.run_lock import RunLock, RunLockedError
 from reproduce.solver import CaffeSGD
 
 DISPLAY = 20  # every reference solver.prototxt: display: 20
@@ -86,173 +88,289 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
         passed as `train_dataset` / `val_dataset`, as tests do).
     init: weight file(s) to start from (see `reproduce.checkpoint.load_init`); None keeps the net's
         own initialization. Ignored when resuming.
-    max_iter, test_interval, snapshot: override the experiment's values.
+    max_iter, test_interval, snapshot: override the experiment's values (snapshot: iterations
+        between checkpoints; default the experiment's solver `snapshot`, else its test_interval).
     width: trunk width multiplier (nets.build); anything but 1.0 is not the paper's net (tests only).
     display: log every `display` iterations (Caffe's display). keep_snapshots: newest checkpoints
         kept (0 = all). resume: continue from the newest checkpoint in `out_dir/snapshot`; with
         resume=False an `out_dir` holding checkpoints is an error.
+    The run directory is locked for the whole call (`reproduce.run_lock`): RunLockedError, naming
+    the process holding it, if another trainer uses it.
     Raises NonFiniteLossError (the message names the iteration and image) if the loss is not finite.
     """
     if isinstance(experiment, str):
         from reproduce import experiments
         experiment = experiments.get(experiment)
-    exp = experiment
     ctx = distributed.init_from_env(device)
-    dev = ctx.device
-    if dev.type == "cuda":
+    if ctx.device.type == "cuda":
         use_exact_cuda_math()
-    max_iter = int(max_iter or exp.max_iter)
-    test_interval = int(test_interval or exp.test_interval)
-    snapshot = int(snapshot or exp.snapshot or test_interval)
-    out = Path(out_dir)
-    snap_dir = out / "snapshot"
-    log = RunLog(out) if ctx.is_main else None
+    settings = _Settings(max_iter=int(max_iter or experiment.max_iter),
+                         test_interval=int(test_interval or experiment.test_interval), snapshot=snapshot,
+                         display=display, keep_snapshots=keep_snapshots, progress=progress, width=width)
+    with _locked(Path(out_dir), ctx):
+        run = _open_run(experiment, ctx, Path(out_dir), settings, data_root, train_dataset, val_dataset)
+        _resume_or_start(run, resume=resume, init=init, command=command, data_root=data_root)
+        _train_loop(run)
+        _finish(run)
+    distributed.shutdown(ctx)
+    return run.out
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps of train()
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Settings:
+    """What the caller chose for this run (None: the experiment's value)."""
+
+    max_iter: int
+    test_interval: int
+    snapshot: int | None
+    display: int
+    keep_snapshots: int
+    progress: bool
+    width: float
+
+    def snapshot_interval(self, exp) -> int:
+        """Iterations between checkpoints: the override, else the solver's snapshot, else test_interval."""
+        return int(self.snapshot or exp.snapshot or self.test_interval)
+
+
+@dataclass
+class _Run:
+    """One training session: the net, solver, data and run directory, and the loop's running state."""
+
+    exp: Any
+    ctx: distributed.DistContext
+    plan: distributed.StepPlan
+    out: Path
+    settings: _Settings
+    net: torch.nn.Module
+    solver: CaffeSGD
+    train_ds: Any
+    val_ds: Any
+    run_key: dict
+    log: "RunLog | None"
+    losses: deque = field(default_factory=lambda: deque(maxlen=AVERAGE_LOSS))
+    elapsed: float = 0.0  # training seconds of earlier sessions
+    session_start: float = 0.0  # time.monotonic() - elapsed when this session's loop began
+    last_good: Path | None = None  # the newest checkpoint written (or resumed from)
+    metrics: dict | None = None  # the last test pass of this session
+
+    @property
+    def snap_dir(self) -> Path:
+        return self.out / "snapshot"
+
+    @property
+    def max_iter(self) -> int:
+        return self.settings.max_iter
+
+    def seconds(self) -> float:
+        """Training wall time over all sessions, in seconds."""
+        return time.monotonic() - self.session_start
+
+    def smoothed_loss(self) -> float:
+        """Caffe's display loss: the mean of the last `average_loss` iteration losses."""
+        return sum(self.losses) / len(self.losses)
+
+
+@contextmanager
+def _locked(out: Path, ctx: distributed.DistContext) -> Iterator[None]:
+    """Hold the run directory's lock (the main process takes it; every process learns whether it
+    got it, so none waits for a run that does not start). A failed start leaves no empty folder."""
+    lock, refused = None, None
+    if ctx.is_main:
+        lock = RunLock(out)
+        try:
+            lock.acquire()
+        except RunLockedError as e:
+            refused = e
+    if distributed.all_sum([float(refused is not None)], ctx)[0]:
+        raise refused or RunLockedError(f"{out}: run directory in use by another process (see rank 0)")
+    try:
+        yield
+    except BaseException:
+        if lock:
+            lock.release(failed=True)
+        raise
+    if lock:
+        lock.release()
+
+
+def _open_run(exp, ctx, out: Path, settings: _Settings, data_root, train_dataset, val_dataset) -> _Run:
+    """Build the net and solver, open the data (val on the main process, so that missing val data
+    fails before training) and remove the temporaries a killed run left in the snapshot folder."""
     plan = distributed.StepPlan.make(exp.iter_size, ctx.world_size, ctx.rank)
     if ctx.is_main and not plan.faithful:
         warnings.warn(f"{exp.name}: iter_size {exp.iter_size} cannot be split over {ctx.world_size} processes; "
                       f"training with an effective iter_size of {plan.effective} (not the reference's solver)")
-
-    # -- net, solver, data ----------------------------------------------------------------------
     torch.manual_seed(exp.seed)  # the random init of layers no weight file covers (tests); same on every rank
-    net = exp.build_net(width=width).to(dev)
+    net = exp.build_net(width=settings.width).to(ctx.device)
     solver = CaffeSGD(net, base_lr=exp.base_lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
-                      iter_size=plan.effective, lr_policy=exp.lr_policy, max_iter=max_iter,
+                      iter_size=plan.effective, lr_policy=exp.lr_policy, max_iter=settings.max_iter,
                       gamma=getattr(exp, "gamma", None), power=getattr(exp, "power", None),
                       stepsize=getattr(exp, "stepsize", None), stepvalues=getattr(exp, "stepvalues", ()))
     train_ds = train_dataset if train_dataset is not None else _open(exp, data_root, "train")
-    val_ds = None  # opened up front on the main process, so that missing val data fails before training
+    val_ds = None
     if ctx.is_main:
         val_ds = val_dataset if val_dataset is not None else _open(exp, data_root, "val")
-    run_key = {"experiment": exp.name, "width": float(width), "effective_iter_size": plan.effective,
+    run_key = {"experiment": exp.name, "width": float(settings.width), "effective_iter_size": plan.effective,
                "seed": exp.seed, "order_runtime": ORDER_RUNTIME, "num_train_images": len(train_ds),
                "loss_normalize": bool(exp.loss_normalize)}
-
-    # -- start or resume --------------------------------------------------------------------------
+    log = RunLog(out) if ctx.is_main else None
     if ctx.is_main:
-        for stale in checkpoint.remove_stale_temporaries(snap_dir):
+        for stale in checkpoint.remove_stale_temporaries(out / "snapshot"):
             print(f"removed {stale}, left by a killed run", file=sys.stderr)
+    return _Run(exp, ctx, plan, out, settings, net, solver, train_ds, val_ds, run_key, log)
+
+
+def _resume_or_start(run: _Run, *, resume: bool, init, command, data_root) -> None:
+    """Resume from the newest valid checkpoint (damaged newer ones moved aside, logs cut back to
+    it, the session added to run.json), or start: initial weights, fresh logs and run.json."""
+    ctx, snap_dir = run.ctx, run.snap_dir
     latest = checkpoint.latest_snapshot(snap_dir)
     if latest is not None and not resume:
-        raise FileExistsError(f"{out} already holds checkpoints ({latest.name}); resume, or use another --out")
-    losses: deque[float] = deque(maxlen=AVERAGE_LOSS)
-    elapsed, last_good = 0.0, None
+        raise FileExistsError(f"{run.out} already holds checkpoints ({latest.name}); resume, or use another --out")
     found = checkpoint.newest_valid_snapshot(snap_dir) if latest is not None and ctx.is_main else None
     distributed.barrier(ctx)  # the main process moves damaged snapshots aside before the others look
     if latest is not None and not ctx.is_main:
         found = checkpoint.newest_valid_snapshot(snap_dir)
     if found is not None:
         latest, state = found
-        _check_resumable(latest, state, run_key)
-        net.load_state_dict(state["net"])
-        solver.load_state_dict(state["solver"])
+        _check_resumable(latest, state, run.run_key)
+        run.net.load_state_dict(state["net"])
+        run.solver.load_state_dict(state["solver"])
         # Dropout is re-seeded per image anyway; the saved states matter to nothing else drawing from torch.
         saved_rank = min(ctx.rank, len(state["rng"]["torch_cpu"]) - 1)
         checkpoint.set_rng_state({k: v[saved_rank] for k, v in state["rng"].items()})
-        losses.extend(state["display_losses"])
-        elapsed, last_good = float(state["elapsed_seconds"]), latest
-        if log:
-            log.truncate_after(solver.iteration)
-            log.event("resume", solver.iteration, checkpoint=str(latest))
-            _update_run_json(out, command)
+        run.losses.extend(state["display_losses"])
+        run.elapsed, run.last_good = float(state["elapsed_seconds"]), latest
+        if run.log:
+            run.log.truncate_after(run.solver.iteration)
+            run.log.event("resume", run.solver.iteration, checkpoint=str(latest))
+            _update_run_json(run.out, command)
     else:
-        report = _init_weights(net, exp, init)
-        if log:
-            log.reset()
-            _write_run_json(out, exp, ctx, plan, report, command=command, overrides={
-                "max_iter": max_iter, "test_interval": test_interval, "snapshot": snapshot, "width": width,
-                "display": display, "keep_snapshots": keep_snapshots}, init=init, data_root=data_root)
-            log.event("start", 0, init=report.summary() if report else None)
+        report = _init_weights(run.net, run.exp, init)
+        if run.log:
+            s = run.settings
+            run.log.reset()
+            _write_run_json(run.out, run.exp, ctx, run.plan, report, command=command, overrides={
+                "max_iter": s.max_iter, "test_interval": s.test_interval, "snapshot": s.snapshot_interval(run.exp),
+                "width": s.width, "display": s.display, "keep_snapshots": s.keep_snapshots},
+                init=init, data_root=data_root)
+            run.log.event("start", 0, init=report.summary() if report else None)
             if report:
                 print(report.summary(), file=sys.stderr)
     distributed.barrier(ctx)
 
-    model = distributed.wrap(net, ctx)
-    order = _skip(_train_order(len(train_ds), exp.seed), solver.iteration * plan.effective)
-    images = _read_ahead(_my_images(order, plan, solver.iteration, max_iter), lambda item: train_ds[item[2]])
-    session_start = time.monotonic() - elapsed
-    seconds = lambda: time.monotonic() - session_start  # noqa: E731 - training time over all sessions
-    metrics = None
 
-    # -- the loop ---------------------------------------------------------------------------------
-    net.train()
-    with images, _progress(ctx.is_main and progress, max_iter, solver.iteration, exp.name) as bar:
-        while solver.iteration < max_iter:
-            it = solver.iteration
-            solver.zero_grad()
-            loss_sum, bad = 0.0, None
-            for k in range(plan.local):
-                (_, position, index), sample = next(images)
-                inputs = [t.to(dev) for t in exp.net_inputs(sample)]
-                labels = [t.to(dev) for t in exp.net_labels(sample)]
-                torch.manual_seed(dropout_seed(exp.seed, position))
-                # DDP all-reduces the gradients on the last backward of the iteration only.
-                with model.no_sync() if ctx.enabled and k < plan.local - 1 else nullcontext():
-                    scores = exp.net_scores(model(*inputs))
-                    loss = sum(softmax_with_loss(s, y, normalize=exp.loss_normalize) for s, y in zip(scores, labels))
-                    value = float(loss.item())
-                    if not math.isfinite(value):
-                        bad = bad or f"image {train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
-                        if not ctx.enabled:  # one process: stop now; several: finish the collective step
-                            break
-                    loss.backward()
-                loss_sum += value
-            total, n_bad = distributed.all_sum([loss_sum, float(bad is not None)], ctx)
-            if n_bad:
-                where = [b for b in distributed.gather_objects(bad, ctx) if b]
-                message = (f"{exp.name}: non-finite loss at iteration {it}, {'; '.join(where)}. "
-                           f"Stopped before applying this update; the last good checkpoint is "
-                           f"{last_good or 'none (no snapshot written yet)'}")
-                if log:
-                    log.event("error", it, message=message)
-                raise NonFiniteLossError(message)
-            losses.append(total / plan.effective)  # Caffe: loss /= iter_size
-            lr = solver.step()
-            if log and it % display == 0:
-                log.train(iteration=it, loss=sum(losses) / len(losses), lr=lr, seconds=seconds())
-            bar.update(1, f"loss {sum(losses) / len(losses):.4g}")
+def _train_loop(run: _Run) -> None:
+    """Iterate to max_iter: one solver update, then the test pass and the checkpoint when due."""
+    exp, plan, s = run.exp, run.plan, run.settings
+    model = distributed.wrap(run.net, run.ctx)
+    order = _skip(_train_order(len(run.train_ds), exp.seed), run.solver.iteration * plan.effective)
+    images = _read_ahead(_my_images(order, plan, run.solver.iteration, s.max_iter),
+                         lambda item: run.train_ds[item[2]])
+    run.session_start = time.monotonic() - run.elapsed
+    run.net.train()
+    with images, _progress(run.ctx.is_main and s.progress, s.max_iter, run.solver.iteration, exp.name) as bar:
+        while run.solver.iteration < s.max_iter:
+            _one_iteration(run, model, images)
+            bar.update(1, f"loss {run.smoothed_loss():.4g}")
+            done = run.solver.iteration
+            if done % s.test_interval == 0 or done == s.max_iter:
+                _scheduled_test(run, done)
+            if done % s.snapshot_interval(exp) == 0 or done == s.max_iter:
+                _snapshot(run, done)
 
-            done = solver.iteration
-            if done % test_interval == 0 or done == max_iter:
-                if ctx.is_main:
-                    metrics = _test_pass(net, exp, val_ds, dev, progress, done)
-                    log.test(done, metrics, seconds())
-                distributed.barrier(ctx)
-            if done % snapshot == 0 or done == max_iter:
-                rngs = distributed.gather_objects(checkpoint.rng_state(), ctx)
-                bad_entries = checkpoint.nonfinite_entries({"net": net.state_dict(), "momentum": solver.history})
-                if ctx.is_main and bad_entries:
-                    warnings.warn(f"{exp.name}: snapshot at iteration {done} not written, non-finite "
-                                  f"{', '.join(bad_entries[:5])}{' ...' if len(bad_entries) > 5 else ''}; "
-                                  f"the last good checkpoint stays {last_good or 'none'}")
-                elif ctx.is_main:
-                    last_good = checkpoint.save_atomic({
-                        "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "iteration": done,
-                        "run": run_key, "net": checkpoint.cpu_state_dict(net), "solver": solver.state_dict(),
-                        "order": {"seed": exp.seed, "runtime": ORDER_RUNTIME, "position": done * plan.effective},
-                        "rng": {"torch_cpu": [r["torch_cpu"] for r in rngs],
-                                "torch_cuda": [r["torch_cuda"] for r in rngs]},
-                        "display_losses": list(losses), "elapsed_seconds": seconds(),
-                    }, checkpoint.snapshot_path(snap_dir, done))
-                    checkpoint.prune_snapshots(snap_dir, keep_snapshots)
-                distributed.barrier(ctx)
 
-    # -- the end: final weights and metrics -------------------------------------------------------
-    if ctx.is_main:
-        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(net), out / "final.pt")
+def _one_iteration(run: _Run, model, images) -> None:
+    """Caffe's Step for one iteration: this process's share of iter_size images forward and
+    backward (gradients summed over processes), the display loss, Caffe's SGD update, the log row.
+    NonFiniteLossError, before the update, if any image's loss is not finite."""
+    exp, ctx, plan, dev = run.exp, run.ctx, run.plan, run.ctx.device
+    it = run.solver.iteration
+    run.solver.zero_grad()
+    loss_sum, bad = 0.0, None
+    for k in range(plan.local):
+        (_, position, index), sample = next(images)
+        inputs = [t.to(dev) for t in exp.net_inputs(sample)]
+        labels = [t.to(dev) for t in exp.net_labels(sample)]
+        torch.manual_seed(dropout_seed(exp.seed, position))
+        # DDP all-reduces the gradients on the last backward of the iteration only.
+        with model.no_sync() if ctx.enabled and k < plan.local - 1 else nullcontext():
+            scores = exp.net_scores(model(*inputs))
+            loss = sum(softmax_with_loss(s, y, normalize=exp.loss_normalize) for s, y in zip(scores, labels))
+            value = float(loss.item())
+            if not math.isfinite(value):
+                bad = bad or f"image {run.train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
+                if not ctx.enabled:  # one process: stop now; several: finish the collective step
+                    break
+            loss.backward()
+        loss_sum += value
+    total, n_bad = distributed.all_sum([loss_sum, float(bad is not None)], ctx)
+    if n_bad:
+        where = [b for b in distributed.gather_objects(bad, ctx) if b]
+        message = (f"{exp.name}: non-finite loss at iteration {it}, {'; '.join(where)}. "
+                   f"Stopped before applying this update; the last good checkpoint is "
+                   f"{run.last_good or 'none (no snapshot written yet)'}")
+        if run.log:
+            run.log.event("error", it, message=message)
+        raise NonFiniteLossError(message)
+    run.losses.append(total / plan.effective)  # Caffe: loss /= iter_size
+    lr = run.solver.step()
+    if run.log and it % run.settings.display == 0:
+        run.log.train(iteration=it, loss=run.smoothed_loss(), lr=lr, seconds=run.seconds())
+
+
+def _scheduled_test(run: _Run, done: int) -> None:
+    """The test pass after iteration `done` (main process; the others wait)."""
+    if run.ctx.is_main:
+        run.metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, done)
+        run.log.test(done, run.metrics, run.seconds())
+    distributed.barrier(run.ctx)
+
+
+def _snapshot(run: _Run, done: int) -> None:
+    """Checkpoint after iteration `done`, written by the main process (every process's RNG state
+    gathered into it) only when every parameter and momentum buffer is finite; old ones pruned."""
+    exp, ctx, solver = run.exp, run.ctx, run.solver
+    rngs = distributed.gather_objects(checkpoint.rng_state(), ctx)
+    bad_entries = checkpoint.nonfinite_entries({"net": run.net.state_dict(), "momentum": solver.history})
+    if ctx.is_main and bad_entries:
+        warnings.warn(f"{exp.name}: snapshot at iteration {done} not written, non-finite "
+                      f"{', '.join(bad_entries[:5])}{' ...' if len(bad_entries) > 5 else ''}; "
+                      f"the last good checkpoint stays {run.last_good or 'none'}")
+    elif ctx.is_main:
+        run.last_good = checkpoint.save_atomic({
+            "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "iteration": done,
+            "run": run.run_key, "net": checkpoint.cpu_state_dict(run.net), "solver": solver.state_dict(),
+            "order": {"seed": exp.seed, "runtime": ORDER_RUNTIME, "position": done * run.plan.effective},
+            "rng": {"torch_cpu": [r["torch_cpu"] for r in rngs],
+                    "torch_cuda": [r["torch_cuda"] for r in rngs]},
+            "display_losses": list(run.losses), "elapsed_seconds": run.seconds(),
+        }, checkpoint.snapshot_path(run.snap_dir, done))
+        checkpoint.prune_snapshots(run.snap_dir, run.settings.keep_snapshots)
+    distributed.barrier(ctx)
+
+
+def _finish(run: _Run) -> None:
+    """final.pt, the final test pass if this session ran none and metrics.json is missing, metrics.json."""
+    if run.ctx.is_main:
+        out, it = run.out, run.solver.iteration
+        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(run.net), out / "final.pt")
+        metrics = run.metrics
         if metrics is None and not (out / "metrics.json").exists():
-            metrics = _test_pass(net, exp, val_ds, dev, progress, solver.iteration)
-            log.test(solver.iteration, metrics, seconds())
+            metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, it)
+            run.log.test(it, metrics, run.seconds())
         if metrics is not None:
             from reproduce.metrics import write_json_atomic
             record = dict(metrics)
-            record["iteration"] = solver.iteration
+            record["iteration"] = it
             record["weights"] = str(final)
             write_json_atomic(out / "metrics.json", record)
-        log.event("done", solver.iteration, final=str(final))
-    distributed.barrier(ctx)
-    distributed.shutdown(ctx)
-    return out
-
+        run.log.event("done", it, final=str(final))
+    distributed.barrier(run.ctx)
 
 def dropout_seed(seed: int, position: int) -> int:
     """The torch seed set before the forward of the image at `position` of the training order."""

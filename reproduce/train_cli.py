@@ -89,6 +89,7 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     gradients of N processes (batch 1 each) as Caffe's iter_size does; an experiment iter_size
     not divisible by N becomes iter_size x N (recorded in run.json).
     """
+    from reproduce.run_lock import RunLockedError
     from reproduce.train import NonFiniteLossError, train
 
     exp = experiments.get(experiment)
@@ -108,8 +109,8 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
         train(exp, data_root=data_root, init=paths or None, device=device, max_iter=max_iter, out_dir=out,
               resume=resume, width=width, test_interval=test_interval, display=display,
               keep_snapshots=keep_snapshots, progress=progress, command=[os.path.basename(sys.argv[0]), *sys.argv[1:]])
-    except NonFiniteLossError as e:
-        raise click.ClickException(str(e)) from e
+    except (NonFiniteLossError, RunLockedError) as e:
+        raise click.ClickException(str(e)) from None
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
         raise click.ClickException(f"{type(e).__name__}: {e}") from e
     click.echo(f"{experiment}: run directory {out}", err=True)
