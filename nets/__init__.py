@@ -15,6 +15,9 @@ which get the fillers of BVLC's GoogLeNet prototxt (xavier weights, 0.2 biases).
 Layer names with a '/' (GoogLeNet's `inception_4c/5x5`) are module names as they are
 (`getattr(net, "inception_4c/5x5")`, state dict key `inception_4c/5x5.weight`).
 
+`load(path)` returns the net a weights file is for, with its weights (`nets.loading`: every file the
+project writes records its net, width and class counts).
+
 `to_prototxt(net)` writes a built net back as Caffe prototxt text and `caffe_blobs(net)` gives
 its weights as Caffe blobs (`nets.caffe_graph`; `fcn export caffe` writes both).
 """
@@ -30,10 +33,11 @@ from nets.caffe import param_multipliers
 from nets.caffe_graph import caffe_blobs, caffe_layers, to_prototxt
 from nets.fast import set_fast
 from nets.googlenet_fcn import GoogLeNetFCN
+from nets.loading import WeightsError, load, open_weights
 from nets.vgg_fcn import LateFusionFCN, VGG16FCN
 
-__all__ = ["build", "names", "info", "param_multipliers", "set_fast", "NetInfo",
-           "to_prototxt", "caffe_layers", "caffe_blobs"]
+__all__ = ["build", "names", "info", "load", "open_weights", "WeightsError", "param_multipliers", "set_fast",
+           "NetInfo", "to_prototxt", "caffe_layers", "caffe_blobs"]
 
 
 @dataclass(frozen=True)

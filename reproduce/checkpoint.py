@@ -22,6 +22,9 @@ Resuming takes the newest snapshot that verifies (`newest_valid_snapshot`); dama
 aside to `iter_<N>.pt.damaged`, not deleted.
 
 `<run>/final.pt` holds the net's state dict only (loadable with `net.load_state_dict`).
+Both record what they are (`training_record`: experiment, width, class counts, run directory and
+iteration, fcn-repro version and commit; `weight_convert.record`), so `nets.load(path)` rebuilds
+the net without being told its width.
 
 Initialization (`load_init`): a `.caffemodel`, a converted `.pt` or our `final.pt` / checkpoint,
 copied by Caffe layer name through `weight_convert` (Caffe's `copy_from`, the reference's
@@ -49,13 +52,21 @@ _SNAPSHOT_RE = re.compile(r"^iter_(\d+)\.pt$")
 # ---------------------------------------------------------------------------------------------
 # writing and reading
 # ---------------------------------------------------------------------------------------------
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save(obj)` to `path`, with its content checksum (`weight_convert.ptfile`), via a
-    temporary file in the same folder, fsync and os.replace."""
+def save_atomic(obj: Any, path: str | os.PathLike, record: Mapping[str, Any] | None = None) -> Path:
+    """`torch.save(obj)` to `path`, with its content checksum (`weight_convert.ptfile`) and
+    `record` (what the weights are, `weight_convert.record`), via a temporary file in the same
+    folder, fsync and os.replace."""
     with atomic_file(path, "w+b", fsync=True) as f:
         torch.save(obj, f)
-        add_checksum(f)
+        add_checksum(f, record)
     return Path(path)
+
+
+def training_record(experiment: str, width: float, run_dir: str | os.PathLike, iteration: int) -> dict[str, Any]:
+    """The record of a snapshot or final.pt: experiment `experiment`'s net at `width`, from run
+    directory `run_dir` after `iteration` updates (and the fcn-repro version and commit)."""
+    from weight_convert import record
+    return record.make(experiment, width=width, source=record.training_source(run_dir, iteration))
 
 
 def nonfinite_entries(tensors: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -196,6 +207,19 @@ class InitReport:
     def to_dict(self) -> dict[str, Any]:
         return {"sources": self.sources, "loaded": self.loaded, "left_at_init": self.left_at_init,
                 "unused": self.unused, "surgery": self.surgery}
+
+
+def width_from_records(paths: Sequence[str | os.PathLike], width: float | None) -> float:
+    """The trunk width to build a net at that starts from (or resumes) the weight files `paths`:
+    `width` when given, else the width their records say (1.0 when none has a record). A given
+    width that contradicts a record, or records that disagree, is a RecordMismatchError (a
+    ValueError) naming the file and both values."""
+    from weight_convert import record
+    for path in paths:
+        args = record.resolve(record.read(path), path, width=width, check_net=False)
+        if args.record is not None:
+            width = args.width
+    return 1.0 if width is None else float(width)
 
 
 def load_init(net: nn.Module, paths: Sequence[str | os.PathLike]) -> InitReport:

@@ -15,15 +15,17 @@ from reproduce.palette import colorize, read_label_png
 EXPERIMENT_ARG = click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
 WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                        help="A .pt state dict / checkpoint (fcn train's final.pt) or a .caffemodel.")
-WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1).")
+WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1). "
+                          "Only for weights without an fcn-repro record; one that contradicts the record "
+                          "is an error.  [default: the record's, else 1]")
 
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _load(experiment, weights: Path, width: float, device):
+def _load(experiment, weights: Path, width: float | None, device):
     from reproduce.infer import load_net
     try:
         return load_net(experiment, weights, width=width, device=device)
@@ -76,7 +78,7 @@ def _summary(record: dict) -> str:
               help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
                    "metrics.json. Off by default.")
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: torch.device, out: Path,
-                 limit: int | None, width: float, workers: int, iteration: int | None,
+                 limit: int | None, width: float | None, workers: int, iteration: int | None,
                  export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
@@ -125,7 +127,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
 @WIDTH
 @click.option("--force", is_flag=True, help="Replace existing outputs (an input file is never overwritten).")
 def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_dir: Path, hha: tuple[Path, ...],
-                  depth: tuple[Path, ...], device: torch.device, width: float, force: bool) -> None:
+                  depth: tuple[Path, ...], device: torch.device, width: float | None, force: bool) -> None:
     """Segment IMAGE files with EXPERIMENT's net: writes <stem>.png (VOC-palette class indices;
     SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction).
     Existing outputs are kept unless --force."""
@@ -172,7 +174,7 @@ def _parse_column(spec: str) -> tuple[str, str]:
 @DEVICE
 @WIDTH
 def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | None, out: Path,
-                 cell_height: int, device: torch.device, width: float) -> None:
+                 cell_height: int, device: torch.device, width: float | None) -> None:
     """A grid like CVPR Figure 4: one row per IMAGE; columns Image, each --column, Ground truth."""
     from reproduce.figures import render_grid
     from reproduce.infer import infer_label_maps, save_png_atomic

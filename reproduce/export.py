@@ -41,7 +41,7 @@ def export_paths(name: str, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     return out / PROTOTXT, out / f"{name}.caffemodel"
 
 
-def export_caffe(name: str, weights: str | os.PathLike, out_dir: str | os.PathLike, *, width: float = 1.0,
+def export_caffe(name: str, weights: str | os.PathLike, out_dir: str | os.PathLike, *, width: float | None = None,
                  input_size: tuple[int, int, int] = nets.caffe_graph.DEPLOY_INPUT, force: bool = False) -> Exported:
     """Write experiment `name`'s deploy.prototxt and caffemodel (weights from `weights`: a .pt
     state dict / checkpoint or a .caffemodel) into `out_dir`.
@@ -79,12 +79,13 @@ def export_group() -> None:
               help="A .pt state dict / checkpoint (fcn train's final.pt, convert-caffe's output) or a .caffemodel.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for deploy.prototxt and EXPERIMENT.caffemodel (created if missing).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1).")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1); "
+                   "only for weights without an fcn-repro record.  [default: the record's, else 1]")
 @click.option("--input-size", nargs=3, type=click.IntRange(min=1), default=nets.caffe_graph.DEPLOY_INPUT,
               show_default=True, metavar="N H W", help="Shape of the Input layer (Caffe reshapes to any size).")
 @click.option("--force", is_flag=True, help="Replace deploy.prototxt / the caffemodel if they exist.")
-def export_caffe_command(experiment: str, weights: Path, out_dir: Path, width: float,
+def export_caffe_command(experiment: str, weights: Path, out_dir: Path, width: float | None,
                          input_size: tuple[int, int, int], force: bool) -> None:
     """Write EXPERIMENT's deploy.prototxt and its weights as a V2 .caffemodel into --out."""
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nets.loading import WeightsError, load_weights  # noqa: F401 - the loaders live with the nets
 from reproduce.datasets import conventions
 from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
 from reproduce.datasets.nyud import log_depth
@@ -29,67 +29,15 @@ from reproduce.atomic import atomic_file
 # weights
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be loaded onto the experiment's net."""
 
-
-_STATE_KEYS = ("net", "state_dict", "model", "weights")
-_ITER_KEYS = ("iteration", "iter")
-
-
-def load_weights(net: torch.nn.Module, path: str | os.PathLike) -> int | None:
-    """Load a weights file onto `net` (strictly: every parameter and buffer must match by name and
-    shape). Returns the training iteration the weights are from when the file tells (a checkpoint's
-    "iteration" entry or an `iter_<N>.pt` name), else None.
-
-    Accepted files: a `.caffemodel` (via `weight_convert.load_caffemodel(net, path, strict=True)`),
-    a `.pt` / `.pth` state dict, or a `.pt` checkpoint dict holding the state dict under "net",
-    "state_dict", "model" or "weights".
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.suffix == ".caffemodel":
-        from weight_convert import load_caffemodel  # the converter's entry point
-        load_caffemodel(net, path, strict=True)
-        return None
-    from weight_convert.ptfile import load_pt  # checks the file's content checksum
-    try:
-        obj = load_pt(path)
-    except ValueError as exc:
-        raise WeightsError(str(exc)) from None
-    state, iteration = _state_dict_of(obj, path)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: does not fit net {getattr(net, 'caffe_name', type(net).__name__)} "
-                           f"(built with the right --width?): {exc}") from None
-    if iteration is None:
-        m = re.fullmatch(r"iter_(\d+)\.pth?", path.name)
-        iteration = int(m.group(1)) if m else None
-    return iteration
-
-
-def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping[str, torch.Tensor], int | None]:
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{path}: expected a state dict or checkpoint dict, got {type(obj).__name__}")
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, None
-    for key in _STATE_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            iteration = next((int(obj[k]) for k in _ITER_KEYS if isinstance(obj.get(k), int)), None)
-            return inner, iteration
-    raise WeightsError(f"{path}: no state dict found (top-level keys: {sorted(map(str, obj))[:10]})")
-
-
-def load_net(experiment: Experiment, weights: str | os.PathLike, *, width: float = 1.0,
+def load_net(experiment: Experiment, weights: str | os.PathLike, *, width: float | None = None,
              device: str | torch.device = "cpu") -> tuple[torch.nn.Module, int | None]:
-    """Build the experiment's net at `width`, load `weights`, move it to `device`, set eval mode.
-    Returns (net, iteration of the weights or None)."""
-    net = experiment.build_net(width=width)
-    iteration = load_weights(net, weights)
-    return net.to(device).eval(), iteration
+    """The experiment's net with `weights` loaded (`nets.open_weights`), on `device`, in eval mode.
+    `width`: None takes the file's record (1 for a file without one); a width, or an experiment,
+    that contradicts the record is a ValueError naming both. Returns (net, iteration or None)."""
+    import nets
+    net, loaded = nets.open_weights(weights, net=experiment.name, width=width)
+    return net.to(device).eval(), loaded.iteration
 
 
 @contextlib.contextmanager

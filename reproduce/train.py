@@ -349,7 +349,8 @@ def _snapshot(run: _Run, done: int) -> None:
             "rng": {"torch_cpu": [r["torch_cpu"] for r in rngs],
                     "torch_cuda": [r["torch_cuda"] for r in rngs]},
             "display_losses": list(run.losses), "elapsed_seconds": run.seconds(),
-        }, checkpoint.snapshot_path(run.snap_dir, done))
+        }, checkpoint.snapshot_path(run.snap_dir, done),
+            checkpoint.training_record(exp.name, run.settings.width, run.out, done))
         checkpoint.prune_snapshots(run.snap_dir, run.settings.keep_snapshots)
     distributed.barrier(ctx)
 
@@ -358,7 +359,8 @@ def _finish(run: _Run) -> None:
     """final.pt, the final test pass if this session ran none and metrics.json is missing, metrics.json."""
     if run.ctx.is_main:
         out, it = run.out, run.solver.iteration
-        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(run.net), out / "final.pt")
+        final = checkpoint.save_atomic(checkpoint.cpu_state_dict(run.net), out / "final.pt",
+                                       checkpoint.training_record(run.exp.name, run.settings.width, out, it))
         metrics = run.metrics
         if metrics is None and not (out / "metrics.json").exists():
             metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, it)

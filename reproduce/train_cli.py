@@ -60,9 +60,10 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 @click.option("--max-iter", type=click.IntRange(min=1), default=None, help="Stop here (default: the experiment's).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory  [default: runs/EXPERIMENT]")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Trunk width multiplier, for tests and smoke runs only: not the paper's nets. "
-                   "Without --init a reduced-width net starts from random trunk weights.")
+                   "Without --init a reduced-width net starts from random trunk weights.  "
+                   "[default: the width the --init file (or the snapshot resumed) records, else 1]")
 @click.option("--test-interval", type=click.IntRange(min=1), default=None,
               help="Iterations between test passes (default: the experiment's).")
 @click.option("--base-lr", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -78,7 +79,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
               help="Continue from the newest checkpoint in --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: torch.device,
-                  max_iter: int | None, out: Path | None, width: float, test_interval: int | None,
+                  max_iter: int | None, out: Path | None, width: float | None, test_interval: int | None,
                   base_lr: float | None, momentum: float | None, display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
     """Train EXPERIMENT as the reference's solve.py does (Caffe SGD, batch 1, seeded order).
 
@@ -101,10 +102,15 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     resuming = resume and any((out / "snapshot").glob("iter_*.pt"))
     if init:
         paths = list(init)
-    elif resuming or width != 1.0:
+    elif resuming or (width or 1.0) != 1.0:
         paths = []  # resuming ignores init; a reduced-width net cannot load full-width weights
     else:
         paths = default_init(exp, out, data_root)
+    try:  # the width the weights started from or resumed were written at, unless --width says
+        from reproduce.checkpoint import latest_snapshot, width_from_records
+        width = width_from_records(paths or ([latest_snapshot(out / "snapshot")] if resuming else []), width)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--width") from None
     try:
         train(exp, data_root=data_root, init=paths or None, device=device, max_iter=max_iter, out_dir=out,
               resume=resume, width=width, test_interval=test_interval, display=display,

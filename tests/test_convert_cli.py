@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import nets
 from weight_convert import read_caffemodel
 from weight_convert.cli import main
+from weight_convert.record import NPZ_KEY
 
 try:
     from tests import caffe_encoder as enc
@@ -73,7 +74,8 @@ def test_dump_every_blob_as_layer_slash_index(tmp_path, suffix):
     expected = {f"{layer.name}/{i}": b for layer in read_caffemodel(V1_LENET) for i, b in enumerate(layer.blobs)}
     if suffix == ".npz":
         with np.load(dst) as f:
-            got = {k: f[k] for k in f.files}
+            assert NPZ_KEY in f.files  # the record (weight_convert.record), not a blob
+            got = {k: f[k] for k in f.files if k != NPZ_KEY}
     elif suffix == ".h5":
         with h5py.File(dst) as f:
             got = {f"{layer}/{i}": f[layer][i][()] for layer in f for i in f[layer]}
@@ -296,7 +298,7 @@ def test_temporaries_of_a_killed_conversion_are_removed_at_the_next_start(tmp_pa
     killed = textwrap.dedent(f"""
         import os
         import weight_convert.writers as w
-        def die(tmp, arrays, dtypes, release):
+        def die(tmp, arrays, dtypes, release, record):
             tmp.write_bytes(b"half")
             os._exit(137)
         w._write_npz = die

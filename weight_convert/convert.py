@@ -22,6 +22,7 @@ from torch import nn
 
 from nets.googlenet_fcn import BVLC_AUX_LAYERS, bvlc_layers
 
+from . import record as rec
 from . import surgery as surg
 from .errors import WeightMismatchError
 from .load import LoadReport, check_complete, plan_transfer, target_layers
@@ -76,6 +77,8 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
     initialization: new layers keep the net's init, source layers it lacks are dropped, and the
     color-D / late-fusion surgeries apply. ``hha``: the HHA FCN-32s for a late-fusion net (``src``
     is then the colour stream). ``on_report`` sees the report before anything is written.
+    DST records what it is (``weight_convert.record``): the net, width and class counts, SRC's name
+    and sha256 (and --from, --hha), and the fcn-repro version and commit.
     """
     dst = Path(dst)
     source = open_source(src)
@@ -84,7 +87,8 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
         if from_name is not None or hha is not None:
             raise WeightMismatchError("--from and --hha need --net")
         entries = dump_entries(source)
-        write_arrays(dst, entries, release=source.release, locate=source.file_span)
+        write_arrays(dst, entries, release=source.release, locate=source.file_span,
+                     record=rec.make(None, width=None, source=_source_record(src, source)))
         return ConvertResult(dst, {k: tuple(v.shape) for k, v in entries.items()}, None)
 
     if from_name is not None:
@@ -118,8 +122,20 @@ def convert(src, dst: str | os.PathLike, *, net_name: str | None = None, from_na
     def locate(array: np.ndarray) -> tuple[int, int] | None:
         return next((span for s, _ in sources if (span := s.file_span(array)) is not None), None)
 
-    write_arrays(dst, entries, dtypes=dtypes, release=release, locate=locate)
+    extra = {"from": from_name}
+    if hha is not None:
+        hha_record = _source_record(hha, hha_source)
+        extra["hha"] = {k: hha_record[k] for k in ("name", "sha256")}
+    record = rec.make(net_name, width=width, source=_source_record(src, source, **extra))
+    write_arrays(dst, entries, dtypes=dtypes, release=release, locate=locate, record=record)
     return ConvertResult(dst, {k: tuple(v.shape) for k, v in entries.items()}, report)
+
+
+def _source_record(src, source: OpenedSource, **extra) -> dict:
+    """``record.file_source`` of a path; name only (no sha256) for weights given as objects."""
+    if isinstance(src, (str, os.PathLike)):
+        return rec.file_source(src, **extra)
+    return {"kind": "object", "name": source.label, "sha256": None, **extra}
 
 
 FUSION_NETS = ("nyud-fcn32s-color-hha", "nyud-fcn16s-color-hha")

@@ -22,7 +22,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 import torch
 
@@ -35,17 +35,22 @@ class DamagedFileError(ValueError):
     """A .pt file whose bytes are not the ones written (bad checksum or CRC, truncated, empty)."""
 
 
-def add_checksum(f: IO[bytes]) -> str:
+def add_checksum(f: IO[bytes], record: Mapping[str, Any] | None = None) -> str:
     """Append the checksum record to the torch zip archive open in `f` (read/write, seekable);
-    returns the hex digest."""
+    returns the hex digest. `record`: the weights' self-description (`weight_convert.record`),
+    appended first as `.data/fcn_record.json`, so that the checksum covers it."""
     f.flush()
     f.seek(0)
     with zipfile.ZipFile(f, "a") as z:
         infos = z.infolist()
         if any(_short(i.filename) == CHECKSUM_RECORD for i in infos):
             raise ValueError("the archive already holds a checksum record")
-        digest = _digest(f, infos)
         prefix = infos[0].filename.split("/", 1)[0]
+        if record is not None:
+            from .record import PT_RECORD, to_json
+            z.writestr(f"{prefix}/{PT_RECORD}", to_json(record))
+            infos = z.infolist()
+        digest = _digest(f, infos)
         z.writestr(f"{prefix}/{CHECKSUM_RECORD}", digest)
     f.flush()
     return digest

@@ -41,7 +41,8 @@ SUFFIXES = (".pt", ".h5", ".npz")
 def write_arrays(path: str | os.PathLike, entries: Mapping[str, object], *,
                  dtypes: Mapping[str, np.dtype] | None = None,
                  release: Callable[[np.ndarray], None] | None = None,
-                 locate: Callable[[np.ndarray], tuple[int, int] | None] | None = None) -> None:
+                 locate: Callable[[np.ndarray], tuple[int, int] | None] | None = None,
+                 record: Mapping[str, object] | None = None) -> None:
     """Write ``entries`` (name -> array or tensor) to ``path``; the format follows its suffix.
 
     ``dtypes`` optionally gives each entry's stored dtype (e.g. float32 for net parameters
@@ -49,7 +50,8 @@ def write_arrays(path: str | os.PathLike, entries: Mapping[str, object], *,
     ``release(chunk)`` is called after each chunk of an entry has been written. ``locate(array)``
     may return (file descriptor, offset) of a file holding the array's bytes as they are to be
     stored; the .pt writer then copies them file to file (``os.copy_file_range``), without
-    touching them in this process.
+    touching them in this process. ``record``: what the weights are (``weight_convert.record``),
+    stored in the file (.pt: a zip record under the checksum; .h5: a root attribute; .npz: an entry).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -59,9 +61,9 @@ def write_arrays(path: str | os.PathLike, entries: Mapping[str, object], *,
     dtypes = {k: np.dtype((dtypes or {}).get(k, a.dtype)) for k, a in arrays.items()}
     with atomic_path(path) as tmp:
         if suffix == ".pt":
-            _write_pt(tmp, arrays, dtypes, release, locate)
+            _write_pt(tmp, arrays, dtypes, release, locate, record)
         else:
-            {".h5": _write_h5, ".npz": _write_npz}[suffix](tmp, arrays, dtypes, release)
+            {".h5": _write_h5, ".npz": _write_npz}[suffix](tmp, arrays, dtypes, release, record)
 
 
 @contextlib.contextmanager
@@ -145,12 +147,12 @@ def _chunks(array: np.ndarray, dtype: np.dtype, release):
 
 
 # -- .pt ----------------------------------------------------------------------------------------
-def _write_pt(tmp: Path, arrays, dtypes, release, locate) -> None:
+def _write_pt(tmp: Path, arrays, dtypes, release, locate, record) -> None:
     if sys.byteorder != "little" or not hasattr(torch.serialization, "skip_data"):
         tensors = {k: torch.from_numpy(np.array(a, dtype=dtypes[k])) for k, a in arrays.items()}
         with open(tmp, "w+b") as f:
             torch.save(tensors, f)
-            add_checksum(f)
+            add_checksum(f, record)
         return
     placeholders = {k: torch.empty(a.shape, dtype=_torch_dtype(dtypes[k])) for k, a in arrays.items()}
     with torch.serialization.skip_data():
@@ -167,7 +169,7 @@ def _write_pt(tmp: Path, arrays, dtypes, release, locate) -> None:
     finally:
         os.close(fd)
     with open(tmp, "r+b") as f:
-        add_checksum(f)
+        add_checksum(f, record)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -225,8 +227,14 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 # -- .npz ---------------------------------------------------------------------------------------
-def _write_npz(tmp: Path, arrays, dtypes, release) -> None:
+def _write_npz(tmp: Path, arrays, dtypes, release, record) -> None:
+    from .record import NPZ_KEY, to_json
+    if record is not None and NPZ_KEY in arrays:
+        raise ValueError(f"an entry is named {NPZ_KEY!r}, the name of the record")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        if record is not None:
+            with z.open(f"{NPZ_KEY}.npy", "w") as f:
+                np.lib.format.write_array(f, np.array(to_json(record)), allow_pickle=False)
         for key, array in arrays.items():
             with z.open(f"{key}.npy", "w", force_zip64=True) as f:
                 header = {"descr": np.lib.format.dtype_to_descr(dtypes[key].newbyteorder("<")),
@@ -237,10 +245,13 @@ def _write_npz(tmp: Path, arrays, dtypes, release) -> None:
 
 
 # -- .h5 ----------------------------------------------------------------------------------------
-def _write_h5(tmp: Path, arrays, dtypes, release) -> None:
+def _write_h5(tmp: Path, arrays, dtypes, release, record) -> None:
     import h5py
 
+    from .record import H5_ATTRIBUTE, to_json
     with h5py.File(tmp, "w") as h5:
+        if record is not None:
+            h5.attrs[H5_ATTRIBUTE] = to_json(record)
         for key, array in arrays.items():
             dset = h5.create_dataset(key, shape=array.shape, dtype=dtypes[key].newbyteorder("<"))
             if array.ndim == 0:
