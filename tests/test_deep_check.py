@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from reproduce.datasets.cli import data_group
+from reproduce.cli import main as fcn  # through fcn: click caches a help option per command, and the
+# group invoked alone would cache one without -h (tests/test_cli_basics.py)
 from reproduce.datasets.deep_check import reader_splits
 from reproduce.datasets.layout_check import check_source
 
@@ -44,7 +45,7 @@ def _edit_label(path: Path, edit) -> None:
 
 
 def _check(root: Path, *extra: str):
-    return CliRunner().invoke(data_group, ["check", "voc2011", "--data-root", str(root), *extra])
+    return CliRunner().invoke(fcn, ["data", "check", "voc2011", "--data-root", str(root), *extra])
 
 
 def test_the_shallow_check_says_so_and_names_deep(voc_root):
@@ -101,7 +102,7 @@ def test_deep_check_reports_a_non_jpeg_and_a_missing_label(voc_root):
 
 def test_deep_check_shows_progress_on_stderr(voc_root):
     result = CliRunner().invoke(
-        data_group, ["check", "voc2011", "--data-root", str(voc_root), "--deep", "--progress-every", "2"])
+        fcn, ["data", "check", "voc2011", "--data-root", str(voc_root), "--deep", "--progress-every", "2"])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0].startswith("voc2011 seg11valid: 2/3 samples checked, 0 bad so far (")
     assert result.stderr.splitlines()[1].startswith("voc2011 seg11valid: 3/3 samples checked, 0 bad so far (")

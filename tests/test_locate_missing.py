@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from reproduce.datasets import DatasetError, open_dataset
-from reproduce.datasets.cli import data_group
+from reproduce.cli import main as fcn  # through fcn: click caches a help option per command, and the
+# group invoked alone would cache one without -h (tests/test_cli_basics.py)
 from reproduce.datasets.layout_check import check_source
 from reproduce.datasets.locate import what_is_missing
 
@@ -32,7 +33,7 @@ def test_what_is_missing_names_the_folder_and_the_missing_marker(voc_without_ima
 
 def test_fcn_data_check_names_what_is_missing(voc_without_imagesets):
     data = voc_without_imagesets.parents[3]
-    result = CliRunner().invoke(data_group, ["check", "voc2011", "--data-root", str(data)])
+    result = CliRunner().invoke(fcn, ["data", "check", "voc2011", "--data-root", str(data)])
     assert result.exit_code == 1
     assert (f"PROBLEM  no VOC devkit folder (JPEGImages, SegmentationClass, ImageSets/Segmentation) under "
             f"{data / 'voc2011'}: {voc_without_imagesets} has JPEGImages/ and SegmentationClass/ but no "
