@@ -5,7 +5,7 @@ Run: `.venv/bin/python -m bench.case_eval --variant fast --out x.json`.
 What is timed is what `fcn eval` does per image: read the JPEG and PNG label and preprocess
 (reproduce.datasets, the VOC reader), the forward under inference mode at the image's own size
 (batch 1), argmax, the confusion histogram and the per-image loss (reproduce.metrics,
-reproduce.loss). Data: the three real VOC 2012 images in tests/fixtures/datasets/voc (500 x 375
+reproduce.loss). Data: the three real VOC 2012 images in reproduce/samples/voc (500 x 375
 to 500 x 333), split "sample"; net: voc-fcn8s with random-ish weights (the speed does not depend
 on the values). Each timed run is one pass over the three images; DataLoader with 0 workers.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import ROOT, machine, peak_rss_mib, random_net, set_threads, timed, write_json
 
-VOC_FIXTURE = ROOT / "tests" / "fixtures" / "datasets" / "voc"
+VOC_FIXTURE = ROOT / "reproduce" / "samples" / "voc"
 NET = "voc-fcn8s"
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                    warmup=args.warmup, runs=args.runs)
     n = len(dataset)
     record = {"net": NET, "what": "eval", "variant": args.variant, "images_per_pass": n,
-              "dataset": "tests/fixtures/datasets/voc split 'sample' (3 VOC 2012 images)",
+              "dataset": "reproduce/samples/voc split 'sample' (3 VOC 2012 images)",
               "threads": threads, **timing, "images_per_s": n / timing["median_s"],
               "mean_iu_last_pass": records[-1]["scores"]["mean_iu"],
               "peak_rss_mib": peak_rss_mib(), "machine": machine()}

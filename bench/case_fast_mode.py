@@ -10,7 +10,7 @@ On voc-fcn8s with random-ish weights (bench.common.random_net) and one 1 x 3 x 5
   cache when bench/run.py sets TORCHINDUCTOR_CACHE_DIR), median forward time, the max logit
   difference to the exact path (absolute and relative to the exact scores' max |value|) and the
   fraction of pixels whose argmax class agrees;
-- on the three VOC sample images (tests/fixtures/datasets/voc), exact vs bfloat16 eager (the
+- on the three VOC sample images (reproduce/samples/voc), exact vs bfloat16 eager (the
   compiled runner would recompile for each image size): mean IU against the labels through
   reproduce.evaluate (with random weights both are near 0 and mean nothing), and the fast
   mode's argmax scored against the exact path's (pixel accuracy, mean IU in percent): how far
@@ -28,7 +28,7 @@ import torch
 from bench.common import ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, timed, write_json
 
 NET = "voc-fcn8s"
-VOC_FIXTURE = ROOT / "tests" / "fixtures" / "datasets" / "voc"
+VOC_FIXTURE = ROOT / "reproduce" / "samples" / "voc"
 
 
 def _deviation(out: torch.Tensor, ref: torch.Tensor) -> dict:

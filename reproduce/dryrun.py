@@ -4,7 +4,7 @@
 user runs (`make reproduce-voc`) works at the real nets' size: the same Makefile targets, the same
 `fcn data fetch` (through a loopback mirror), a caffemodel as large as VGG16's, full-width
 FCN-32s -> 16s -> 8s and FCN-8s at-once, evaluation and tables. Only three things differ, and they
-are named here: the data are the VOC/SBD samples shipped in `tests/fixtures` (packed in the
+are named here: the data are the VOC/SBD samples shipped in `reproduce/samples` (packed in the
 official archives' layouts), the VGG16 weights are random (written by the project's own caffemodel
 writer, V1 format, every blob of the real file's shape), and each stage trains 2 iterations.
 

@@ -3,7 +3,7 @@
 `make reproduce-smoke` runs the same pipeline stages as `make reproduce-voc` (convert -> train
 32s -> 16s -> 8s -> evaluate -> tables) on CPU in a few minutes. What it cannot have here it gets
 from this module:
-- the data: the real VOC and SBD samples shipped in `tests/fixtures/datasets`, laid out as the
+- the data: the real VOC and SBD samples shipped in the package (`reproduce/samples`), laid out as the
   SBD `dataset/` folder (train) and a VOC2011 devkit whose `seg11valid.txt` lists the samples (val);
 - the ILSVRC classifier: a V1 `.caffemodel` with VGG16's layer names and geometry at reduced
   width, random (He-initialized) weights, written by `weight_convert.caffe_writer`.
@@ -22,11 +22,11 @@ from PIL import Image
 from nets.vgg_fcn import VGG16_TRUNK, scaled
 from weight_convert.caffe_writer import write_caffemodel
 
-#: The real samples the smoke run trains and validates on (tests/fixtures/datasets).
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "datasets"
+#: The real samples the smoke run trains and validates on: package data, so an installed wheel has them.
+SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
-def prepare_data(out: Path, fixtures: Path = FIXTURES) -> Path:
+def prepare_data(out: Path, fixtures: Path = SAMPLES) -> Path:
     """Lay the shipped samples out as `fcn data fetch` would: `out/sbd/dataset`, `out/voc2011`.
 
     SBD train = the VOC samples (their palette PNGs saved as SBD `cls/<id>.mat`) plus the real SBD

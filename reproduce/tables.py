@@ -436,7 +436,8 @@ DEFAULT_BENCH = Path("results/bench/forward.json")
 @click.option("--bench", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Forward benchmark JSON for Table 1's timing column. Default: {DEFAULT_BENCH} if it exists.")
 @click.option("--paper-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory with tables.json and the paper's CSVs. Default: the repository's results/paper.")
+              help="Directory with tables.json and the paper's CSVs. Default: the package's own "
+                   "(reproduce/paper_data, also results/paper in a checkout).")
 @click.option("--caveat", default=None,
               help="What kind of run this is when it is not a reproduction (e.g. the smoke run's "
                    "reduced width and sample images); appended to every table's title.")

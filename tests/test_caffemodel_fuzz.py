@@ -20,10 +20,7 @@ from hypothesis import strategies as st
 
 from weight_convert import CaffeFormatError, parse_net, read_caffemodel
 
-try:
-    from tests import caffe_encoder as enc
-except ImportError:
-    import caffe_encoder as enc
+import caffe_encoder as enc  # tests/caffe_encoder.py (tests/conftest.py puts tests/ on sys.path)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "caffemodels"
 SECONDS_PER_PARSE = 5  # a hard stop; a normal parse of these files takes milliseconds

@@ -11,10 +11,7 @@ import pytest
 from weight_convert import CaffeFormatError, parse_net, read_caffemodel, read_net
 from weight_convert.caffemodel import canonical_legacy_shape
 
-try:
-    from tests import caffe_encoder as enc
-except ImportError:  # tests/ on sys.path instead of the repository root
-    import caffe_encoder as enc
+import caffe_encoder as enc  # tests/caffe_encoder.py (tests/conftest.py puts tests/ on sys.path)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "caffemodels"
 V1_LENET = FIXTURES / "lenet_v1.caffemodel"

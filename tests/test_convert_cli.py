@@ -18,10 +18,7 @@ from weight_convert import read_caffemodel
 from weight_convert.cli import main
 from weight_convert.record import NPZ_KEY
 
-try:
-    from tests import caffe_encoder as enc
-except ImportError:
-    import caffe_encoder as enc
+import caffe_encoder as enc  # tests/caffe_encoder.py (tests/conftest.py puts tests/ on sys.path)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "caffemodels"
 V1_LENET = FIXTURES / "lenet_v1.caffemodel"

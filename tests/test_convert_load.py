@@ -13,10 +13,7 @@ import nets
 from weight_convert import (CaffeFormatError, CaffeLayer, WeightMismatchError, convert, load_caffemodel, load_fusion,
                             parse_net, read_caffemodel)
 
-try:
-    from tests import caffe_encoder as enc
-except ImportError:
-    import caffe_encoder as enc
+import caffe_encoder as enc  # tests/caffe_encoder.py (tests/conftest.py puts tests/ on sys.path)
 
 W = 1 / 16
 

@@ -14,7 +14,8 @@ from reproduce.datasets import (DatasetError, NYUDDataset, PASCALContextDataset,
 from reproduce.datasets.siftflow import SIFTFLOW_SUBDIR
 
 FIX = Path(__file__).parent / "fixtures" / "datasets"
-VOC = FIX / "voc" / "VOC2012"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
+VOC = SAMPLES / "voc" / "VOC2012"
 
 
 @pytest.fixture()
@@ -108,7 +109,7 @@ def test_rgb_label_png_refused(voc: Path) -> None:
 
 def test_sbd_out_of_range_and_bad_struct(tmp_path: Path) -> None:
     root = tmp_path / "dataset"
-    shutil.copytree(FIX / "sbd" / "dataset", root)
+    shutil.copytree(SAMPLES / "sbd" / "dataset", root)
     mat = root / "cls" / "2008_000051.mat"
     seg = scipy.io.loadmat(mat)["GTcls"][0]["Segmentation"][0].copy()
     seg[0, 0] = 21

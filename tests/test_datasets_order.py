@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from reproduce.datasets import SBDDataset, VOCSegDataset, reference_order, train_order, val_order
 
 FIX = Path(__file__).parent / "fixtures" / "datasets"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
 PY27 = json.loads((FIX / "py27_randint_1337.json").read_text())
 
 
@@ -56,8 +57,8 @@ def test_reference_rule_train_in_name(split: str, random_: bool) -> None:
 
 
 def test_dataset_order() -> None:
-    assert list(islice(VOCSegDataset(FIX / "voc" / "VOC2012").order(), 3)) == [0, 1, 2]
-    assert list(islice(SBDDataset(FIX / "sbd" / "dataset", "train").order(), 4)) == [0, 0, 0, 0]
+    assert list(islice(VOCSegDataset(SAMPLES / "voc" / "VOC2012").order(), 3)) == [0, 1, 2]
+    assert list(islice(SBDDataset(SAMPLES / "sbd" / "dataset", "train").order(), 4)) == [0, 0, 0, 0]
 
 
 def test_bad_arguments() -> None:

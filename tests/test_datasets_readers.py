@@ -18,7 +18,8 @@ from reproduce.datasets import (NYUD_MEAN_BGR, NYUD_MEAN_HHA, PASCALCONTEXT_MEAN
 from reproduce.datasets.siftflow import SIFTFLOW_SUBDIR
 
 FIX = Path(__file__).parent / "fixtures" / "datasets"
-VOC = FIX / "voc" / "VOC2012"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
+VOC = SAMPLES / "voc" / "VOC2012"
 
 
 def rgb(path: Path) -> np.ndarray:
@@ -59,15 +60,15 @@ def test_voc_seg11valid_uses_reference_list_when_devkit_lacks_it() -> None:
 
 
 def test_sbd_sample() -> None:
-    ds = SBDDataset(FIX / "sbd" / "dataset", "train")
+    ds = SBDDataset(SAMPLES / "sbd" / "dataset", "train")
     assert ds.ids == ["2008_000051"]
     out = ds[0]
-    img = rgb(FIX / "sbd" / "dataset" / "img" / "2008_000051.jpg")
+    img = rgb(SAMPLES / "sbd" / "dataset" / "img" / "2008_000051.jpg")
     assert img.shape[:2] == (371, 500)
     assert out["data"].shape == (3, 371, 500) and out["data"].dtype == np.float32
     assert out["label"].shape == (371, 500) and out["label"].dtype == np.uint8
     assert set(np.unique(out["label"]).tolist()) == {0, 5, 9, 15}
-    mat = scipy.io.loadmat(FIX / "sbd" / "dataset" / "cls" / "2008_000051.mat")
+    mat = scipy.io.loadmat(SAMPLES / "sbd" / "dataset" / "cls" / "2008_000051.mat")
     np.testing.assert_array_equal(out["label"], mat["GTcls"][0]["Segmentation"][0])
     y, x = 200, 123
     assert out["data"][0, y, x] == np.float32(np.float64(img[y, x, 2]) - VOC_MEAN_BGR[0])
@@ -284,7 +285,7 @@ def test_pascal_context_written_sample(tmp_path: Path) -> None:
 
 def test_open_dataset_from_data_root(tmp_path: Path) -> None:
     shutil.copytree(VOC, tmp_path / "voc2012" / "VOCdevkit" / "VOC2012")
-    shutil.copytree(FIX / "sbd" / "dataset", tmp_path / "sbd" / "benchmark_RELEASE" / "dataset")
+    shutil.copytree(SAMPLES / "sbd" / "dataset", tmp_path / "sbd" / "benchmark_RELEASE" / "dataset")
     shutil.copytree(FIX / "nyud", tmp_path / "nyud" / "nyud")
     voc = open_dataset("voc", tmp_path, "sample")
     assert isinstance(voc, VOCSegDataset) and voc.root == tmp_path / "voc2012" / "VOCdevkit" / "VOC2012"

@@ -15,6 +15,7 @@ from reproduce.datasets.siftflow import SIFTFLOW_SUBDIR
 from reproduce.datasets.sources import get_source
 
 FIX = Path(__file__).parent / "fixtures" / "datasets"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
 WIDTH = 1 / 16  # the nets' width for the weights' content checks (the real files are full width)
 
 
@@ -69,7 +70,7 @@ def test_sbd_counts_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_voc_fixture_against_seg11valid(tmp_path: Path) -> None:
-    shutil.copytree(FIX / "voc" / "VOC2012", tmp_path / "voc2012" / "VOCdevkit" / "VOC2012")
+    shutil.copytree(SAMPLES / "voc" / "VOC2012", tmp_path / "voc2012" / "VOCdevkit" / "VOC2012")
     report = check_source("voc2012", tmp_path, data_root_arg=" --data-root X")
     assert "seg11valid: 736 ids (fcn-repro's copy of the reference list)" in report.good
     # the fixture holds 2 of the 736 seg11valid images (and their labels)

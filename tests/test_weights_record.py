@@ -28,7 +28,7 @@ from weight_convert.ptfile import DamagedFileError, load_pt
 
 ROOT = Path(__file__).resolve().parent.parent
 W = 1 / 16
-IMAGE = sorted((ROOT / "tests" / "fixtures" / "datasets" / "voc" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+IMAGE = sorted((ROOT / "reproduce" / "samples" / "voc" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
 
 
 @pytest.fixture(scope="module")

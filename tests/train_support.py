@@ -1,6 +1,6 @@
 """Small datasets and experiments shared by the training tests (this module holds no tests).
 
-`voc_samples()` is the real VOC / SBD samples of tests/fixtures/datasets (3 VOC 2012 images and
+`voc_samples()` is the real VOC / SBD samples of reproduce/samples (3 VOC 2012 images and
 1 SBD image with their labels, read with the project's own readers), shrunk so that the long side
 is `size` pixels (area-averaged image, nearest-neighbour labels), so reduced-width nets train in
 seconds on a CPU.
@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from reproduce import experiments
 
-FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
 
 
 class SmallDataset:
@@ -52,7 +52,7 @@ def voc_samples(size: int = 64) -> SmallDataset:
     """The 4 real VOC/SBD fixture samples, long side `size` pixels."""
     if size not in _CACHE:
         from reproduce.datasets import open_dataset
-        sources = [open_dataset("voc", FIXTURES / "voc", "sample"), open_dataset("sbd", FIXTURES / "sbd", "train")]
+        sources = [open_dataset("voc", SAMPLES / "voc", "sample"), open_dataset("sbd", SAMPLES / "sbd", "train")]
         samples, ids = [], []
         for ds in sources:
             for i in range(len(ds)):
