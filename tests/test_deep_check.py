@@ -1,4 +1,4 @@
-"""`fcn data check NAME --deep`: the fixture samples in a data root, corrupted in the ways a download
+"""`fcn data check NAME --deep`: the shipped samples in a data root, corrupted in the ways a download
 or a disk does; every bad file is listed with what is wrong, and the shallow check says it is one."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from reproduce.cli import main as fcn  # through fcn: click caches a help option
 from reproduce.datasets.deep_check import reader_splits
 from reproduce.datasets.layout_check import check_source
 
-FIX = Path(__file__).parent / "fixtures" / "datasets"
+FIX = Path(__file__).parent / "fixtures" / "datasets"  # the NYUD sample
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
 VOC_IDS = ("2007_004189", "2007_006449", "2010_005582")
 
 
@@ -24,7 +25,7 @@ VOC_IDS = ("2007_004189", "2007_006449", "2010_005582")
 def voc_root(tmp_path: Path, monkeypatch) -> Path:
     """A data root holding voc2011 as `fcn data fetch` lays it out, the 3 fixture samples as seg11valid."""
     devkit = tmp_path / "data" / "voc2011" / "TrainVal" / "VOCdevkit" / "VOC2011"
-    shutil.copytree(FIX / "voc" / "VOC2012", devkit)
+    shutil.copytree(SAMPLES / "voc" / "VOC2012", devkit)
     (devkit / "ImageSets" / "Segmentation" / "seg11valid.txt").write_text("\n".join(VOC_IDS) + "\n")
     override = tmp_path / "sources.json"
     override.write_text(json.dumps({"sources": [], "expected_counts": {"seg11valid": len(VOC_IDS)}}))
@@ -110,7 +111,7 @@ def test_deep_check_shows_progress_on_stderr(voc_root):
 
 
 def test_deep_sbd_names_a_damaged_mat(tmp_path):
-    shutil.copytree(FIX / "sbd", tmp_path / "sbd")
+    shutil.copytree(SAMPLES / "sbd", tmp_path / "sbd")
     mat = tmp_path / "sbd" / "dataset" / "cls" / "2008_000051.mat"
     mat.write_bytes(mat.read_bytes()[:200])
     report = check_source("sbd", tmp_path, expected={"sbd/train": 1}, deep=True)

@@ -13,14 +13,14 @@ from reproduce.cli import main as fcn  # through fcn: click caches a help option
 from reproduce.datasets.layout_check import check_source
 from reproduce.datasets.locate import what_is_missing
 
-FIX = Path(__file__).parent / "fixtures" / "datasets"
+SAMPLES = Path(__file__).parent.parent / "reproduce" / "samples"  # the VOC / SBD samples (package data)
 
 
 @pytest.fixture
 def voc_without_imagesets(tmp_path: Path) -> Path:
     """data/voc2011/.../VOC2011 with JPEGImages/ and SegmentationClass/ but no ImageSets/Segmentation/."""
     devkit = tmp_path / "data" / "voc2011" / "TrainVal" / "VOCdevkit" / "VOC2011"
-    shutil.copytree(FIX / "voc" / "VOC2012", devkit)
+    shutil.copytree(SAMPLES / "voc" / "VOC2012", devkit)
     shutil.rmtree(devkit / "ImageSets")
     return devkit
 
