@@ -14,7 +14,7 @@ table in summary.md.
   rectangles, the rest as nominal), and the first region call's extra time (geometry and
   background for a new input size).
 - eval: images/s of `reproduce.evaluate.evaluate` on the three VOC 2012 sample images
-  (tests/fixtures/datasets/voc, split "sample"), the three variants interleaved pass by pass.
+  (bench.case_eval's VOC_FIXTURE, split "sample"), the three variants interleaved pass by pass.
 - exactness: max |region - plain| / max |plain| of the scores.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 import nets
 import nets.region as nr
 from bench.case_eval import NET as EVAL_NET, VOC_FIXTURE
-from bench.common import inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json
+from bench.common import ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json
 
 
 def trunk_programs(net: torch.nn.Module) -> list:
@@ -128,7 +128,7 @@ def eval_block(runs: int) -> dict:
             ious[variant] = rec["scores"]["mean_iu"]
     n = len(dataset)
     ips = {k: n / _median(v) for k, v in times.items()}
-    return {"net": EVAL_NET, "dataset": "tests/fixtures/datasets/voc split 'sample' (3 VOC 2012 images)",
+    return {"net": EVAL_NET, "dataset": f"{VOC_FIXTURE.relative_to(ROOT)} split 'sample' (3 VOC 2012 images)",
             "images_per_pass": n, "runs": runs, "pass_times_s": times, "images_per_s": ips,
             "region_over_plain": ips["region"] / ips["plain"], "fast_over_plain": ips["fast"] / ips["plain"],
             "mean_iu_last_pass": ious}
