@@ -157,6 +157,13 @@ def test_a_plain_state_dict_from_elsewhere_loads_with_explicit_flags(tmp_path):
         warnings.simplefilter("ignore")  # "no content checksum"
         with pytest.raises(ValueError, match="plain.pt.*no fcn-repro record"):
             nets.load(plain)
+        # without the width: a short account, not one line per parameter
+        result = CliRunner().invoke(fcn, ["infer", "voc-fcn32s", "--weights", str(plain), str(IMAGE),
+                                          "--out", str(tmp_path / "pred"), "--device", "cpu"])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "31 entries differ in shape (conv1_1.weight (4, 3, 3, 3) in the file, (64, 3, 3, 3) in the net" \
+            in result.output and "--width" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
         loaded = nets.load(plain, net="voc-fcn32s", width=W)
         assert torch.equal(loaded.fc6.weight, net.fc6.weight)
         result = CliRunner().invoke(fcn, ["infer", "voc-fcn32s", "--weights", str(plain), str(IMAGE), "--width",
