@@ -65,12 +65,13 @@ test-export-opencv: $(STAMP)
 	$(PY) -m pytest -q tests/test_export_opencv.py
 
 # ---------------------------------------------------------------------------------------------
-# Data and weights: fetched (checksummed, resumable) into $(DATA), checked, marked done.
+# Data and weights: fetched (checksummed, resumable) into $(DATA), checked (every image and label
+# decoded: fcn data check --deep), marked done.
 # ---------------------------------------------------------------------------------------------
 $(DATA)/.fetched-%: | $(STAMP)
 	$(STAGE) $(DATA)/stage-fetch-$*.json --stage "fetch $*" --disk $(DATA)/$* -- \
 		$(FCN) data fetch $* --data-root $(DATA) $(FETCH_FLAGS)
-	$(FCN) data check $* --data-root $(DATA)
+	$(FCN) data check $* --data-root $(DATA) --deep
 	@touch $@
 
 $(DATA)/weights/%.caffemodel: | $(STAMP)
@@ -160,12 +161,21 @@ $(eval $(call tables_for,$(RESULTS)/context.md,$(call runs_of,$(CONTEXT_RUNS))))
 $(eval $(call tables_for,$(RESULTS)/alexnet.md,$(call runs_of,voc-fcn-alexnet)))
 $(eval $(call tables_for,$(RESULTS)/googlenet.md,$(call runs_of,voc-fcn-googlenet)))
 
-reproduce-voc: $(RESULTS)/voc.md
-reproduce-nyud: $(RESULTS)/nyud.md
-reproduce-siftflow: $(RESULTS)/siftflow.md
-reproduce-context: $(RESULTS)/context.md
-reproduce-alexnet: $(RESULTS)/alexnet.md
-reproduce-googlenet: $(RESULTS)/googlenet.md
+# Every reproduce-* target checks the device first (`fcn check-device`), then makes its files in a
+# sub-make: on a machine without CUDA, DEVICE=cuda stops before gigabytes are fetched, saying how long
+# the CPU would take, that DEVICE=cpu forces it and that `make reproduce-smoke` tries the pipeline.
+define reproduce_target  # $(1) target, $(2) the files it makes, $(3) how long it would take on the CPU
+$(1): $(STAMP)
+	$(FCN) check-device --device $(DEVICE) --target $(1) --cpu-time "$(3)"
+	$$(MAKE) --no-print-directory $(2)
+endef
+
+$(eval $(call reproduce_target,reproduce-voc,$(RESULTS)/voc.md,weeks))
+$(eval $(call reproduce_target,reproduce-nyud,$(RESULTS)/nyud.md,weeks))
+$(eval $(call reproduce_target,reproduce-siftflow,$(RESULTS)/siftflow.md,days))
+$(eval $(call reproduce_target,reproduce-context,$(RESULTS)/context.md,weeks))
+$(eval $(call reproduce_target,reproduce-alexnet,$(RESULTS)/alexnet.md,days))
+$(eval $(call reproduce_target,reproduce-googlenet,$(RESULTS)/googlenet.md,days))
 
 # The quick path: the released FCN caffemodels, converted and scored on seg11valid (no training).
 RELEASED := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
@@ -185,7 +195,7 @@ $(RESULTS)/voc-released.md: $(foreach e,$(RELEASED),$(RUNS)/released/$(e)/metric
 	$(FCN) tables --runs $(RUNS)/released --out $(RESULTS)/tables-released
 	cp $(RESULTS)/tables-released/index.md $@
 
-reproduce-voc-released: $(RESULTS)/voc-released.md
+$(eval $(call reproduce_target,reproduce-voc-released,$(RESULTS)/voc-released.md,a day or more))
 
 # ---------------------------------------------------------------------------------------------
 # The smoke run: the same stages on the shipped samples, reduced width, CPU, a few minutes.

@@ -20,6 +20,7 @@ import torch
 
 import nets
 from bench.common import inputs_for, machine, peak_rss_mib, random_net, set_threads, timed, write_json
+from reproduce.device import resolve_device
 
 
 def _sync(device: torch.device):
@@ -78,11 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (the exact path keeps TF32 off there)")
+    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (reproduce.device; the exact path keeps TF32 off on cuda)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     threads = set_threads()
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     case = forward_case if args.what == "forward" else train_case
     timing = case(args.net, args.variant == "fast", args.size, args.warmup, args.runs, device)
     record = {"net": args.net, "what": args.what, "variant": args.variant, "input": f"1x?x{args.size}x{args.size}",

@@ -3,6 +3,7 @@ import click
 
 from reproduce.datasets.cli import data_group
 from reproduce.datasets.hha_cli import hha_command
+from reproduce.device_cli import check_device_command
 from reproduce.eval_cli import eval_command, figure_command, infer_command
 from reproduce.export import export_group
 from reproduce.smoke import smoke_group
@@ -29,3 +30,4 @@ main.add_command(infer_command, "infer")
 main.add_command(figure_command, "figure")
 main.add_command(smoke_group, "smoke")
 main.add_command(export_group, "export")
+main.add_command(check_device_command, "check-device")

@@ -86,10 +86,12 @@ class DistContext:
 def init_from_env(device: str | torch.device) -> DistContext:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), if any.
 
-    `device` "cuda" becomes cuda:<LOCAL_RANK> with the NCCL backend; "cpu" uses gloo. A process group
+    `device`: a torch.device or a name for reproduce.device.resolve_device ("auto", "cpu", "cuda",
+    "cuda:N"; DeviceError if unusable). "cuda" becomes cuda:<LOCAL_RANK> with the NCCL backend; "cpu" uses gloo. A process group
     initialized already (e.g. by a test) is used as it is. Without torchrun: world size 1.
     """
-    device = torch.device(device)
+    from reproduce.device import resolve_device
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     owns = False
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()

@@ -5,16 +5,16 @@ import math
 from pathlib import Path
 
 import click
+import torch
 from PIL import Image
 
 from reproduce import experiments, metrics
+from reproduce.cli_options import DEVICE
 from reproduce.palette import colorize, read_label_png
 
 EXPERIMENT_ARG = click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
 WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                        help="A .pt state dict / checkpoint (fcn train's final.pt) or a .caffemodel.")
-DEVICE = click.option("--device", default="auto", show_default=True,
-                      help='torch device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...')
 WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1). "
                           "Only for weights without an fcn-repro record; one that contradicts the record "
@@ -23,14 +23,6 @@ WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), def
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
-
-
-def _device(name: str):
-    from reproduce.infer import resolve_device
-    try:
-        return resolve_device(name)
-    except (ValueError, RuntimeError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
 def _load(experiment, weights: Path, width: float | None, device):
@@ -85,15 +77,14 @@ def _summary(record: dict) -> str:
 @click.option("--fast", is_flag=True,
               help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
                    "metrics.json. Off by default.")
-def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: str, out: Path,
+def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: torch.device, out: Path,
                  limit: int | None, width: float | None, workers: int, iteration: int | None,
                  export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
     from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
-    dev = _device(device)
-    net, weights_iteration = _load(exp, weights, width, dev)
+    net, weights_iteration = _load(exp, weights, width, device)
     if fast:
         from reproduce.fast import fast_mode
         # no torch.compile: every new image size would compile again (see results/bench/summary.md)
@@ -102,12 +93,12 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
         if export_dir is not None:
             test_split = split or "test"
             images = VOCTestImages(find_voc_dir(data_root, int(voc_year), test_split), test_split)
-            archive = export_voc_test(net, exp, images, export_dir, year=int(voc_year), comp=comp, device=dev,
+            archive = export_voc_test(net, exp, images, export_dir, year=int(voc_year), comp=comp, device=device,
                                       limit=limit, num_workers=workers)
             click.echo(f"wrote {min(limit or len(images), len(images))} predictions and {archive}")
             return
         dataset = exp.open_split(data_root, "val", split=split)
-        record = evaluate(net, exp, dataset, device=dev, limit=limit, num_workers=workers, weights=weights,
+        record = evaluate(net, exp, dataset, device=device, limit=limit, num_workers=workers, weights=weights,
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
@@ -136,7 +127,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
 @WIDTH
 @click.option("--force", is_flag=True, help="Replace existing outputs (an input file is never overwritten).")
 def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_dir: Path, hha: tuple[Path, ...],
-                  depth: tuple[Path, ...], device: str, width: float | None, force: bool) -> None:
+                  depth: tuple[Path, ...], device: torch.device, width: float | None, force: bool) -> None:
     """Segment IMAGE files with EXPERIMENT's net: writes <stem>.png (VOC-palette class indices;
     SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction).
     Existing outputs are kept unless --force."""
@@ -146,10 +137,9 @@ def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_
     unused = [k for k, v in extra.items() if v and k not in exp.inputs[1:]]
     if unused:
         raise click.UsageError(f"{experiment} takes no --{unused[0]} input (its inputs: {', '.join(exp.inputs)})")
-    dev = _device(device)
-    net, _ = _load(exp, weights, width, dev)
+    net, _ = _load(exp, weights, width, device)
     try:
-        written = infer_files(net, exp, images, out_dir, extra=extra, device=dev, force=force)
+        written = infer_files(net, exp, images, out_dir, extra=extra, device=device, force=force)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     click.echo(f"wrote {len(written)} files to {out_dir}")
@@ -184,7 +174,7 @@ def _parse_column(spec: str) -> tuple[str, str]:
 @DEVICE
 @WIDTH
 def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | None, out: Path,
-                 cell_height: int, device: str, width: float | None) -> None:
+                 cell_height: int, device: torch.device, width: float | None) -> None:
     """A grid like CVPR Figure 4: one row per IMAGE; columns Image, each --column, Ground truth."""
     from reproduce.figures import render_grid
     from reproduce.infer import infer_label_maps, save_png_atomic
@@ -196,9 +186,8 @@ def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | 
         try:
             if sep and name in experiments.names():
                 exp = experiments.get(name)
-                dev = _device(device)
-                net, _ = _load(exp, Path(weights), width, dev)
-                preds = infer_label_maps(net, exp, images, device=dev)
+                net, _ = _load(exp, Path(weights), width, device)
+                preds = infer_label_maps(net, exp, images, device=device)
                 cols.append([colorize(p) for p in preds])
             elif Path(source).is_dir():
                 cols.append([colorize(read_label_png(_png_for(Path(source), im))) for im in images])

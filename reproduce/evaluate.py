@@ -15,9 +15,10 @@ comp6 = trained with data beyond VOC, here SBD), packed as a .tar.gz whose top f
 from __future__ import annotations
 
 import os
+import pickle
 import tarfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import nets
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from reproduce import metrics
+from reproduce.device import resolve_device
 from reproduce.experiments import Experiment
 from reproduce.infer import progress_bar, save_png_atomic
 from reproduce.loss import softmax_with_loss
@@ -40,11 +42,58 @@ def head_classes(experiment: Experiment) -> tuple[int, ...]:
     return tuple(n) if isinstance(n, (tuple, list)) else (int(n),)
 
 
+class _Failed:
+    """A sample a DataLoader worker could not load: its exception, carried back to be raised as is."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _picklable(exc: Exception) -> Exception:
+    """`exc` if it survives pickling, else the nearest built-in type it derives from, same arguments."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        base = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
+        try:
+            return base(*exc.args)
+        except Exception:
+            return base(str(exc))
+
+
+class _CarryErrors(Dataset):
+    """`dataset` whose load errors come back as _Failed items, so that the main process raises the
+    worker's exception itself (type and message) rather than DataLoader's wrapped traceback."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except Exception as exc:  # raised again in the main process by _samples
+            return _Failed(_picklable(exc))
+
+
+def _samples(loader: Iterable) -> Iterator[Any]:
+    """The loader's samples; a sample a worker could not load raises the worker's exception."""
+    for sample in loader:
+        if isinstance(sample, _Failed):
+            raise sample.exc
+        yield sample
+
+
 def _loader(dataset: Dataset, limit: int | None, num_workers: int, pin: bool) -> tuple[DataLoader, int]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     subset = dataset if n == len(dataset) else Subset(dataset, range(n))
+    if num_workers > 0:
+        subset = _CarryErrors(subset)
     # batch_size=None: one sample per step, numpy arrays converted to tensors, no collation.
     return DataLoader(subset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin), n
 
@@ -67,7 +116,7 @@ def evaluate(net: torch.nn.Module, experiment: Experiment, dataset: Dataset, *,
     `loss` = mean per-image loss of the first head, SIFT Flow adds `scores_geo` / `loss_geo`;
     plus "loss_normalized" (whether the per-image loss is a pixel mean, as for FCN-AlexNet).
     """
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     classes = head_classes(experiment)
     accumulators = [metrics.MetricsAccumulator(classes[0], metrics.scoring_for_experiment(experiment.name))]
     if len(classes) > 1:
@@ -75,7 +124,7 @@ def evaluate(net: torch.nn.Module, experiment: Experiment, dataset: Dataset, *,
     loader, n = _loader(dataset, limit, num_workers, pin=device.type == "cuda")
     net.eval()
     with torch.inference_mode(), progress_bar(loader, f"eval {experiment.name}", show=progress, length=n) as bar:
-        for sample in bar:
+        for sample in _samples(bar):
             inputs = [t.to(device, non_blocking=True) for t in experiment.net_inputs(sample)]
             labels = experiment.net_labels(sample)
             scores = experiment.net_scores(net(*inputs))
@@ -157,7 +206,7 @@ def export_voc_test(net: torch.nn.Module, experiment: Experiment, dataset: VOCTe
     <out_dir>/<comp>_VOC<year>_<split>.tar.gz (entries "results/..."). Returns the archive path."""
     if experiment.dataset != "voc" or len(experiment.labels) != 1:
         raise ValueError(f"{experiment.name}: VOC test export needs a VOC experiment, not {experiment.dataset}")
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     rel_dir = server_result_dir(year, comp, dataset.split)
     out_dir = Path(out_dir)
     loader, n = _loader(dataset, limit, num_workers, pin=device.type == "cuda")
@@ -166,7 +215,7 @@ def export_voc_test(net: torch.nn.Module, experiment: Experiment, dataset: VOCTe
     net.eval()
     with torch.inference_mode(), progress_bar(loader, f"export VOC{year} {dataset.split}", show=progress,
                                               length=n) as bar:
-        for i, sample in enumerate(bar):
+        for i, sample in enumerate(_samples(bar)):
             score = experiment.net_scores(net(*[t.to(device) for t in experiment.net_inputs(sample)]))[0]
             if score.shape[1] != num_classes:
                 raise ValueError(f"{experiment.name}: score has {score.shape[1]} channels, expected {num_classes}")

@@ -50,16 +50,6 @@ def progress_bar(items: Iterable, label: str, *, show: bool = True, length: int 
         yield bar
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; anything else as torch.device (clear error if unusable)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
-
-
 # ---------------------------------------------------------------------------------------------
 # preprocessing (as the reference's data layers)
 

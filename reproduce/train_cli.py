@@ -14,6 +14,7 @@ import click
 import torch
 
 from reproduce import experiments
+from reproduce.cli_options import DEVICE
 
 #: Where `fcn train` looks for the ILSVRC classifiers when --init is not given, in order, relative
 #: to --data-root (`fcn data fetch vgg16` / `caffenet` store them as <data root>/weights/<file>). The
@@ -55,7 +56,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
               help="Weights to start from (.caffemodel or .pt); twice for late fusion (color, then hha). "
                    "Default: the converted ILSVRC net under data/weights, or the coarser stage's "
                    "runs/<name>/final.pt.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N  [default: cuda if available, else cpu]")
+@DEVICE
 @click.option("--max-iter", type=click.IntRange(min=1), default=None, help="Stop here (default: the experiment's).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory  [default: runs/EXPERIMENT]")
@@ -77,7 +78,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the newest checkpoint in --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: str | None,
+def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: torch.device,
                   max_iter: int | None, out: Path | None, width: float | None, test_interval: int | None,
                   base_lr: float | None, momentum: float | None, display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
     """Train EXPERIMENT as the reference's solve.py does (Caffe SGD, batch 1, seeded order).
@@ -98,7 +99,6 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
         exp = dataclasses.replace(exp, **overrides)
         click.echo(f"{experiment}: solver overridden ({overrides}): not the reference's solver", err=True)
     out = out or Path("runs") / experiment
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     resuming = resume and any((out / "snapshot").glob("iter_*.pt"))
     if init:
         paths = list(init)

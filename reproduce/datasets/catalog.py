@@ -7,7 +7,7 @@ from typing import Any
 
 from .base import SegDataset
 from .errors import DatasetError
-from .locate import find_in
+from .locate import find_in, what_is_missing
 from .nyud import NYUDDataset
 from .nyud_labeled import MAPPING_HELP, NYUDLabeledMat
 from .pascal_context import PASCALContextDataset
@@ -31,9 +31,10 @@ NYUD_LABELED_FILE = "nyu_depth_v2_labeled.mat"
 MAPPING_FILE = "classMapping40.mat"
 
 
-def _need(found: Path | None, root: Path, what: str, fetch: str) -> Path:
+def _need(found: Path | None, root: Path, what: str, fetch: str, layout: str | None = None) -> Path:
     if found is None:
-        raise DatasetError(root, f"no {what} found here or below; get it with `fcn data fetch {fetch}`")
+        detail = f" ({what_is_missing(root, layout)})" if layout is not None else ""
+        raise DatasetError(root, f"no {what} found here or below{detail}; get it with `fcn data fetch {fetch}`")
     return found
 
 
@@ -57,24 +58,24 @@ def open_dataset(name: str, root: str | os.PathLike[str], split: str | None = No
     split = split or DEFAULT_SPLITS[name]
     if name == "voc":
         return VOCSegDataset(_need(find_in(root, "voc", ("voc2011", "voc2012")), root,
-                                   "VOC devkit folder (JPEGImages, SegmentationClass)", "voc2012"),
+                                   "VOC devkit folder (JPEGImages, SegmentationClass, ImageSets/Segmentation)", "voc2012", "voc"),
                              split, **options)
     if name == "sbd":
-        return SBDDataset(_need(find_in(root, "sbd", ("sbd",)), root, "SBD dataset folder (img, cls)", "sbd"),
+        return SBDDataset(_need(find_in(root, "sbd", ("sbd",)), root, "SBD dataset folder (img, cls)", "sbd", "sbd"),
                           split, **options)
     if name == "nyud":
         return NYUDDataset(_need(find_in(root, "nyud", ("nyud",)), root,
-                                 "prepared NYUDv2 folder (data/images, segmentation)", "nyud"), split, **options)
+                                 "prepared NYUDv2 folder (data/images, segmentation)", "nyud", "nyud"), split, **options)
     if name == "siftflow":
         return SIFTFlowDataset(_need(find_in(root, "siftflow", ("siftflow",)), root,
-                                     "SIFT Flow folder (Images/...)", "siftflow"), split, **options)
+                                     "SIFT Flow folder (Images/...)", "siftflow", "siftflow"), split, **options)
     if name == "pascal-context":
         context_dir = _need(find_in(root, "pascal-context", ("pascal-context",)), root,
-                            "PASCAL-Context annotation folder (trainval/)", "pascal-context")
+                            "PASCAL-Context annotation folder (trainval/)", "pascal-context", "pascal-context")
         voc_dir = options.pop("voc_dir", None)
         if voc_dir is None:
             voc_dir = _need(find_in(root, "voc-main", ("voc2010",)), root,
-                            "VOC2010 devkit folder (JPEGImages, ImageSets/Main)", "voc2010")
+                            "VOC2010 devkit folder (JPEGImages, ImageSets/Main)", "voc2010", "voc-main")
         return PASCALContextDataset(voc_dir, context_dir, split, **options)
     # nyud-labeled
     mat = root if root.is_file() else _find_file(root, NYUD_LABELED_FILE, ("nyud-labeled",))

@@ -4,12 +4,14 @@ The lead registers `data_group` as `fcn data` in reproduce/cli.py.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import click
 
 from .checksums import forget_recorded, recorded_checksums
+from .deep_check import DEEP_READERS, PROGRESS_EVERY
 from .download import FetchError
 from .fetch import fetch
 from .layout_check import check_names, check_source
@@ -85,17 +87,30 @@ def fetch_command(name: str, data_root: Path, mirror: str | None, from_file: Pat
 @data_group.command("check")
 @click.argument("names", nargs=-1, required=True)
 @data_root_option
-def check_command(names: tuple[str, ...], data_root: Path) -> None:
-    """Verify that NAMES (or `all`) are complete: layout, split counts, every listed file, checksums.
-    Exits with status 1 when anything is missing, naming the command that fetches it."""
+@click.option("--deep", is_flag=True,
+              help="Also decode every image and label of the splits the experiments read: sizes agree, labels "
+                   "in 0..C-1 or 255, depth/HHA present where an experiment needs them. Lists every bad file.")
+@click.option("--progress-every", type=click.IntRange(min=1), default=PROGRESS_EVERY, show_default=True,
+              help="With --deep: a progress line on stderr every N samples.")
+def check_command(names: tuple[str, ...], data_root: Path, deep: bool, progress_every: int) -> None:
+    """Verify that NAMES (or `all`) are complete: layout, split counts, every listed file, checksums
+    (a shallow check: files are not decoded; --deep decodes them). Exits with status 1 when anything
+    is missing or bad, naming the command that fetches it."""
     selected = check_names() if names == ("all",) else list(names)
     for name in selected:
         _known(name)
+    progress = functools.partial(click.echo, err=True)
     try:
-        reports = [check_source(name, data_root, data_root_arg=_data_root_arg(data_root)) for name in selected]
+        reports = []
+        for name in selected:
+            reports.append(check_source(name, data_root, data_root_arg=_data_root_arg(data_root), deep=deep,
+                                        progress=progress, progress_every=progress_every))
+            click.echo(reports[-1].render())
+            if not deep and name in DEEP_READERS:
+                click.echo(f"{name}: shallow check (layout, counts, files present, checksums; nothing decoded): "
+                           f"`fcn data check {name}{_data_root_arg(data_root)} --deep` decodes every image and label")
     except (FetchError, SourcesOverrideError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("\n".join(report.render() for report in reports))
     if not all(report.ok for report in reports):
         raise SystemExit(1)
 

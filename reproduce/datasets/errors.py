@@ -16,3 +16,6 @@ class DatasetError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # picklable (DataLoader and multiprocessing workers send it back)
+        return type(self), (self.path, self.problem)

@@ -7,12 +7,14 @@ unannotated images) and test 200; VOC2010 (PASCAL-Context) train 4,998, val 5,10
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checksums import file_digests, read_recorded_sha256
+from .deep_check import PROGRESS_EVERY, deep_check
 from .errors import DatasetError
-from .locate import find_in
+from .locate import find_in, what_is_missing
 from .nyud import nyud_split_ids
 from .nyud_labeled import load_class_mapping_40
 from .siftflow import SIFTFLOW_SUBDIR
@@ -120,7 +122,7 @@ def _ids_and_files(report: CheckReport, folder: Path, ids: list[str], templates:
 def _locate(report: CheckReport, base: Path, layout: str, description: str, fix: str) -> Path | None:
     folder = find_in(base, layout, ()) if base.exists() else None
     if folder is None:
-        report.problems.append(f"no {description} under {base}")
+        report.problems.append(f"no {description} under {base}: {what_is_missing(base, layout)}")
         report.fix(fix)
     report.location = folder
     return folder
@@ -292,13 +294,16 @@ def _check_nyud_labeled(report: CheckReport, path: Path) -> None:
 
 def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
                  expected: dict[str, int] | None = None, at: Path | None = None,
-                 verify_checksums: bool = True, width: float = 1.0, source: Source | None = None) -> CheckReport:
+                 verify_checksums: bool = True, width: float = 1.0, source: Source | None = None,
+                 deep: bool = False, progress: Callable[[str], None] | None = None,
+                 progress_every: int = PROGRESS_EVERY) -> CheckReport:
     """Check source `name` under `data_root`. `data_root_arg` is appended to suggested commands
     (e.g. " --data-root /big/disk"). `expected`: split sizes (default `expected_counts()`).
     `at`: check this folder or file instead of <data_root>/<dest> (what fetch does before it
     installs); `verify_checksums=False` skips the checksums (fetch has just verified them).
     `width`: the nets' width for the weights' content check (1.0: the real files). `source`: the
-    Source to check (default: the registry's `name`)."""
+    Source to check (default: the registry's `name`). `deep`: also decode every image and label
+    (reproduce.datasets.deep_check), `progress` getting a line every `progress_every` samples."""
     source = get_source(name) if source is None else source
     data_root = Path(data_root)
     expected = expected_counts() if expected is None else expected
@@ -337,6 +342,13 @@ def check_source(name: str, data_root: str | Path, *, data_root_arg: str = "",
             except DatasetError as exc:
                 report.problems.append(str(exc))
                 report.fix(f"{fix} --force")
+    if deep:
+        good, problems = deep_check(name, data_root, report.location, progress=progress,
+                                    progress_every=progress_every)
+        report.good += good
+        report.problems += problems
+        if problems:
+            report.fix(f"{fix} --force")
     if report.problems and not report.fixes:
         report.fix(f"{fix} --force")
     return report

@@ -19,16 +19,17 @@ is not known here; the order decides which image each random draw picks).
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .base import SegDataset
+from .base import Part, SegDataset
 from .conventions import NUM_CLASSES, NYUD_MEAN_BGR, NYUD_MEAN_HHA, NYUD_MEAN_LOG_DEPTH
 from .errors import DatasetError
-from .image_io import (caffe_bgr, caffe_hha, check_same_size, check_value_range, integer_label_array,
+from .image_io import (caffe_bgr, caffe_hha, check_value_range, integer_label_array,
                        load_depth_png, load_mat_variable)
 from .split_lists import packaged_list, read_split
 
@@ -102,21 +103,14 @@ class NYUDDataset(SegDataset):
         folder = {"color": "images", "depth": "depth", "hha": "hha"}[top]
         return self.root / "data" / folder / f"img_{ident}.png"
 
-    def load(self, ident: str) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        shapes: dict[str, tuple[tuple[int, int], Path]] = {}
-        for top in self.tops:
-            path = self.path(top, ident)
-            if top == "color":
-                out[top] = caffe_bgr(path, NYUD_MEAN_BGR)
-            elif top == "hha":
-                out[top] = caffe_hha(path, NYUD_MEAN_HHA)
-            elif top == "depth":
-                out[top] = log_depth(load_depth_png(path), path)
-            else:
-                out[top] = shift_nyud_label(load_mat_variable(path, "segmentation"), path, "segmentation")
-            shapes[top] = (out[top].shape[-2:], path)
-        first_shape, first_path = next(iter(shapes.values()))
-        for top, (shape, path) in shapes.items():
-            check_same_size(shape, first_shape, path, first_path, top)
-        return out
+    def parts(self, ident: str) -> list[Part]:
+        return [Part(top, self.path(top, ident), functools.partial(_READERS[top], self.path(top, ident)), top)
+                for top in self.tops]
+
+
+_READERS = {
+    "color": lambda path: caffe_bgr(path, NYUD_MEAN_BGR),
+    "hha": lambda path: caffe_hha(path, NYUD_MEAN_HHA),
+    "depth": lambda path: log_depth(load_depth_png(path), path),
+    "label": lambda path: shift_nyud_label(load_mat_variable(path, "segmentation"), path, "segmentation"),
+}

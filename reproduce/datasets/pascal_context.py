@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegDataset
+from .base import Part, SegDataset
 from .conventions import PASCALCONTEXT_MEAN_BGR
 from .errors import DatasetError
-from .image_io import (caffe_bgr, check_same_size, check_value_range, integer_label_array,
+from .image_io import (caffe_bgr, check_value_range, integer_label_array,
                        load_mat_variable)
 from .split_lists import first_existing, packaged_list, read_split
 
@@ -92,11 +92,13 @@ class PASCALContextDataset(SegDataset):
     def label_path(self, ident: str) -> Path:
         return self.context_dir / "trainval" / f"{ident}.mat"
 
-    def load(self, ident: str) -> dict[str, np.ndarray]:
+    def parts(self, ident: str) -> list[Part]:
         image_path, label_path = self.image_path(ident), self.label_path(ident)
-        data = caffe_bgr(image_path, PASCALCONTEXT_MEAN_BGR)
-        values = integer_label_array(load_mat_variable(label_path, "LabelMap"), label_path, "LabelMap")
-        check_value_range(values, 0, len(self.labels_400), label_path, "LabelMap")
-        label = self.table[values]
-        check_same_size(label.shape, data.shape[1:], label_path, image_path, "LabelMap")
-        return {"data": data, "label": label}
+        return [Part("data", image_path, lambda: caffe_bgr(image_path, PASCALCONTEXT_MEAN_BGR), "image"),
+                Part("label", label_path, lambda: self.label(label_path), "LabelMap")]
+
+    def label(self, path: Path) -> np.ndarray:
+        """A trainval/<id>.mat LabelMap as the 59-class uint8 H x W map (0 = background)."""
+        values = integer_label_array(load_mat_variable(path, "LabelMap"), path, "LabelMap")
+        check_value_range(values, 0, len(self.labels_400), path, "LabelMap")
+        return self.table[values]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegDataset
+from .base import Part, SegDataset
 from .conventions import NUM_CLASSES, SIFTFLOW_MEAN_BGR
-from .image_io import (caffe_bgr, check_same_size, check_value_range, integer_label_array,
+from .image_io import (caffe_bgr, check_value_range, integer_label_array,
                        load_mat_variable)
 from .split_lists import packaged_list, read_split
 
@@ -69,12 +69,11 @@ class SIFTFlowDataset(SegDataset):
     def geometric_path(self, ident: str) -> Path:
         return self.root / "GeoLabels" / SIFTFLOW_SUBDIR / f"{ident}.mat"
 
-    def load(self, ident: str) -> dict[str, np.ndarray]:
+    def parts(self, ident: str) -> list[Part]:
         image_path = self.image_path(ident)
         sem_path, geo_path = self.semantic_path(ident), self.geometric_path(ident)
-        data = caffe_bgr(image_path, SIFTFLOW_MEAN_BGR)
-        sem = semantic_label(load_mat_variable(sem_path, "S"), sem_path)
-        geo = geometric_label(load_mat_variable(geo_path, "S"), geo_path)
-        check_same_size(sem.shape, data.shape[1:], sem_path, image_path, "semantic label")
-        check_same_size(geo.shape, data.shape[1:], geo_path, image_path, "geometric label")
-        return {"data": data, "sem": sem, "geo": geo}
+        return [Part("data", image_path, lambda: caffe_bgr(image_path, SIFTFLOW_MEAN_BGR), "image"),
+                Part("sem", sem_path, lambda: semantic_label(load_mat_variable(sem_path, "S"), sem_path),
+                     "semantic label"),
+                Part("geo", geo_path, lambda: geometric_label(load_mat_variable(geo_path, "S"), geo_path),
+                     "geometric label")]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegDataset
+from .base import Part, SegDataset
 from .conventions import NUM_CLASSES, VOC_MEAN_BGR
 from .errors import DatasetError
-from .image_io import (caffe_bgr, check_label_uint8, check_same_size, check_value_range,
+from .image_io import (caffe_bgr, check_label_uint8, check_value_range,
                        integer_label_array, load_index_png, load_mat_variable)
 from .split_lists import packaged_list, read_split
 
@@ -50,13 +50,17 @@ class VOCSegDataset(SegDataset):
     def label_path(self, ident: str) -> Path:
         return self.root / "SegmentationClass" / f"{ident}.png"
 
-    def load(self, ident: str) -> dict[str, np.ndarray]:
+    def parts(self, ident: str) -> list[Part]:
         image_path, label_path = self.image_path(ident), self.label_path(ident)
-        data = caffe_bgr(image_path, self.mean_bgr)
-        label = load_index_png(label_path)
-        check_same_size(label.shape, data.shape[1:], label_path, image_path, "label")
-        check_label_uint8(label, NUM_CLASSES["voc"], label_path)
-        return {"data": data, "label": label}
+        return [Part("data", image_path, lambda: caffe_bgr(image_path, self.mean_bgr), "image"),
+                Part("label", label_path, lambda: voc_label(label_path), "label")]
+
+
+def voc_label(path: Path) -> np.ndarray:
+    """A SegmentationClass PNG as uint8 H x W, its values checked to be 0..20 or 255."""
+    label = load_index_png(path)
+    check_label_uint8(label, NUM_CLASSES["voc"], path)
+    return label
 
 
 def sbd_segmentation(path: Path) -> np.ndarray:
@@ -91,9 +95,7 @@ class SBDDataset(SegDataset):
     def label_path(self, ident: str) -> Path:
         return self.root / "cls" / f"{ident}.mat"
 
-    def load(self, ident: str) -> dict[str, np.ndarray]:
+    def parts(self, ident: str) -> list[Part]:
         image_path, label_path = self.image_path(ident), self.label_path(ident)
-        data = caffe_bgr(image_path, self.mean_bgr)
-        label = sbd_segmentation(label_path)
-        check_same_size(label.shape, data.shape[1:], label_path, image_path, "GTcls.Segmentation")
-        return {"data": data, "label": label}
+        return [Part("data", image_path, lambda: caffe_bgr(image_path, self.mean_bgr), "image"),
+                Part("label", label_path, lambda: sbd_segmentation(label_path), "GTcls.Segmentation")]
