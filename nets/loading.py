@@ -108,13 +108,32 @@ def load_weights(net: nn.Module, path: str | os.PathLike) -> int | None:
         state, iteration = _state_dict_of(obj, path)
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: does not fit net {getattr(net, 'caffe_name', type(net).__name__)} "
-                           f"(built with the right width?): {exc}") from None
+    except RuntimeError:
+        raise WeightsError(misfit(net, state, path)) from None
     if iteration is None:
         m = re.fullmatch(r"iter_(\d+)\.pth?", path.name)
         iteration = int(m.group(1)) if m else None
     return iteration
+
+
+def misfit(net: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> str:
+    """A short account of why `state` does not fit `net`: how many entries differ in shape (the
+    first few, file vs net), are missing or are extra, and the likely cause."""
+    own = net.state_dict()
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the net"
+              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} entries differ in shape ({'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''})")
+    for what, keys in (("missing from the file", missing), ("not in the net", extra)):
+        if keys:
+            parts.append(f"{len(keys)} {what} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
+    hint = ("built at another width or class count? A file without an fcn-repro record needs them given "
+            "(--width)" if shapes else "weights of another net?")
+    name = getattr(net, "caffe_name", type(net).__name__)
+    return f"{path}: does not fit net {name}: {', '.join(parts)}; {hint}"
 
 
 def _state_dict_of(obj: Any, path: Path) -> tuple[Mapping[str, torch.Tensor], int | None]:

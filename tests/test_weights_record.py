@@ -133,6 +133,20 @@ def test_fcn_infer_needs_no_width_for_a_recorded_reduced_width_net(fcn32s, tmp_p
     assert (tmp_path / "pred" / f"{IMAGE.stem}.png").is_file()
 
 
+def test_fcn_eval_and_figure_need_no_width_either(fcn32s, tmp_path):
+    from reproduce.smoke import prepare_data
+    data = prepare_data(tmp_path / "data")
+    result = CliRunner().invoke(fcn, ["eval", "voc-fcn32s", "--weights", str(fcn32s), "--data-root", str(data),
+                                      "--device", "cpu", "--limit", "1", "--workers", "0",
+                                      "--out", str(tmp_path / "metrics.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "metrics.json").is_file()
+    result = CliRunner().invoke(fcn, ["figure", "grid", str(IMAGE), "--column", f"FCN-32s=voc-fcn32s:{fcn32s}",
+                                      "--device", "cpu", "--out", str(tmp_path / "grid.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "grid.png").is_file()
+
+
 @pytest.mark.parametrize("args, named", [
     (["voc-fcn32s", "--width", "0.125"], ["0.0625", "0.125"]),
     (["voc-fcn8s"], ["voc-fcn32s", "voc-fcn8s"]),
@@ -157,6 +171,13 @@ def test_a_plain_state_dict_from_elsewhere_loads_with_explicit_flags(tmp_path):
         warnings.simplefilter("ignore")  # "no content checksum"
         with pytest.raises(ValueError, match="plain.pt.*no fcn-repro record"):
             nets.load(plain)
+        # without the width: a short account, not one line per parameter
+        result = CliRunner().invoke(fcn, ["infer", "voc-fcn32s", "--weights", str(plain), str(IMAGE),
+                                          "--out", str(tmp_path / "pred"), "--device", "cpu"])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "31 entries differ in shape (conv1_1.weight (4, 3, 3, 3) in the file, (64, 3, 3, 3) in the net" \
+            in result.output and "--width" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
         loaded = nets.load(plain, net="voc-fcn32s", width=W)
         assert torch.equal(loaded.fc6.weight, net.fc6.weight)
         result = CliRunner().invoke(fcn, ["infer", "voc-fcn32s", "--weights", str(plain), str(IMAGE), "--width",
