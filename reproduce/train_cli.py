@@ -66,6 +66,9 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
                    "[default: the width the --init file (or the snapshot resumed) records, else 1]")
 @click.option("--test-interval", type=click.IntRange(min=1), default=None,
               help="Iterations between test passes (default: the experiment's).")
+@click.option("--snapshot", type=click.IntRange(min=1), default=None,
+              help="Write a checkpoint every N iterations (and at --max-iter).  [default: the experiment's "
+                   "solver snapshot interval, else its test interval]")
 @click.option("--base-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Override the solver's base_lr. Smoke runs and tests only: not the reference's solver "
                    "(recorded in run.json).")
@@ -80,7 +83,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], device: torch.device,
                   max_iter: int | None, out: Path | None, width: float | None, test_interval: int | None,
-                  base_lr: float | None, momentum: float | None, display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
+                  snapshot: int | None, base_lr: float | None, momentum: float | None, display: int, keep_snapshots: int, resume: bool, progress: bool) -> None:
     """Train EXPERIMENT as the reference's solve.py does (Caffe SGD, batch 1, seeded order).
 
     Writes run.json, log.csv, log.jsonl, test_log.csv, snapshot/iter_N.pt, final.pt and
@@ -113,7 +116,7 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
         raise click.BadParameter(str(e), param_hint="--width") from None
     try:
         train(exp, data_root=data_root, init=paths or None, device=device, max_iter=max_iter, out_dir=out,
-              resume=resume, width=width, test_interval=test_interval, display=display,
+              resume=resume, width=width, test_interval=test_interval, snapshot=snapshot, display=display,
               keep_snapshots=keep_snapshots, progress=progress, command=[os.path.basename(sys.argv[0]), *sys.argv[1:]])
     except (NonFiniteLossError, RunLockedError) as e:
         raise click.ClickException(str(e)) from None
