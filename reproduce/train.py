@@ -398,6 +398,8 @@ def _snapshot(run: _Run, done: int) -> None:
         }, checkpoint.snapshot_path(run.snap_dir, done),
             checkpoint.training_record(exp.name, run.settings.width, run.out, done))
         checkpoint.prune_snapshots(run.snap_dir, run.settings.keep_snapshots)
+    elif not bad_entries:  # the other processes know it too (the weights are the same everywhere)
+        run.last_good = checkpoint.snapshot_path(run.snap_dir, done)
     distributed.barrier(ctx)
 
 
