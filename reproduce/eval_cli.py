@@ -9,16 +9,12 @@ import torch
 from PIL import Image
 
 from reproduce import experiments, metrics
-from reproduce.cli_options import DEVICE
+from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH, WORKERS
 from reproduce.palette import colorize, read_label_png
 
 EXPERIMENT_ARG = click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
 WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                        help="A .pt state dict / checkpoint (fcn train's final.pt) or a .caffemodel.")
-WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1). "
-                          "Only for weights without an fcn-repro record; one that contradicts the record "
-                          "is an error.  [default: the record's, else 1]")
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -52,8 +48,7 @@ def _summary(record: dict) -> str:
 @click.command("eval")
 @EXPERIMENT_ARG
 @WEIGHTS
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("data"),
-              show_default=True, help="The dataset folder, or the data root holding `fcn data fetch` folders.")
+@DATA_ROOT
 @click.option("--split", default=None, help="Split to score (default: the experiment's val split; "
                                             "with --export-voc-test: test).")
 @DEVICE
@@ -61,8 +56,7 @@ def _summary(record: dict) -> str:
               show_default=True, help="Where metrics.json is written (atomically).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N images.")
 @WIDTH
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Data-loading worker processes (0: load in the main process).")
+@WORKERS
 @click.option("--iteration", type=int, default=None,
               help="Training iteration to record (default: from the checkpoint or an iter_<N>.pt name).")
 @click.option("--export-voc-test", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -81,7 +75,8 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
                  limit: int | None, width: float | None, workers: int, iteration: int | None,
                  export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
-    the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
+    the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss.
+    --data-root may also be the dataset's own folder."""
     from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
     net, weights_iteration = _load(exp, weights, width, device)
