@@ -31,3 +31,14 @@ main.add_command(figure_command, "figure")
 main.add_command(smoke_group, "smoke")
 main.add_command(export_group, "export")
 main.add_command(check_device_command, "check-device")
+
+
+def _help_everywhere(command: click.Command) -> None:
+    # -h on every command even when it is invoked on its own (tests do): click caches a command's
+    # help option the first time it runs, from that run's context, so the group's setting is not enough.
+    command.context_settings = {**CONTEXT_SETTINGS, **command.context_settings}
+    for sub in getattr(command, "commands", {}).values():
+        _help_everywhere(sub)
+
+
+_help_everywhere(main)

@@ -29,6 +29,14 @@ def _load(experiment, weights: Path, width: float | None, device):
         raise _fail(exc) from None
 
 
+def _renamed_fast(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # "fast" means the exact default kernels (nets/fast.py) now; the bf16 mode is --bf16. Refused,
+    # not aliased, so that a script asking for it learns it is not Caffe-exact.
+    if value:
+        raise click.UsageError("--fast was renamed --bf16 (bfloat16 autocast, not Caffe-exact); the default "
+                               "path is already the fast exact one", ctx=ctx)
+
+
 def _summary(record: dict) -> str:
     def fmt(v):
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
@@ -68,22 +76,23 @@ def _summary(record: dict) -> str:
 @click.option("--comp", default="comp6", show_default=True,
               help="With --export-voc-test: VOC competition id (comp6: trained on data beyond VOC, "
                    "as FCN is on SBD; comp5: VOC data only).")
-@click.option("--fast", is_flag=True,
-              help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
-                   "metrics.json. Off by default.")
+@click.option("--bf16", is_flag=True,
+              help="Opt-in bf16 mode: bfloat16 autocast (reproduce/bf16.py). NOT Caffe-exact; recorded in "
+                   "metrics.json (bf16_mode). Off by default.")
+@click.option("--fast", is_flag=True, hidden=True, expose_value=False, callback=_renamed_fast)
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: torch.device, out: Path,
                  limit: int | None, width: float | None, workers: int, iteration: int | None,
-                 export_dir: Path | None, voc_year: str, comp: str, fast: bool) -> None:
+                 export_dir: Path | None, voc_year: str, comp: str, bf16: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss.
     --data-root may also be the dataset's own folder."""
     from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
     net, weights_iteration = _load(exp, weights, width, device)
-    if fast:
-        from reproduce.fast import fast_mode
+    if bf16:
+        from reproduce.bf16 import bf16_mode
         # no torch.compile: every new image size would compile again (see results/bench/summary.md)
-        net = fast_mode(net.eval(), compile=False, freeze=True)
+        net = bf16_mode(net.eval(), compile=False, freeze=True)
     try:
         if export_dir is not None:
             test_split = split or "test"
@@ -97,7 +106,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    from reproduce.fast import settings_record
+    from reproduce.bf16 import settings_record
     record.update(settings_record(net))
     metrics.write_json_atomic(out, record)
     click.echo(_summary(record))
