@@ -25,7 +25,7 @@ STAGE = $(PY) -m reproduce.stage_record
 # never delete them (they cost hours to remake).
 .SECONDARY:
 
-.PHONY: help venv test test-export-opencv bench clean-venv \
+.PHONY: help venv test test-gpu test-export-opencv bench bench-gpu clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
         reproduce-alexnet reproduce-googlenet reproduce-smoke reproduce-voc-dryrun
 
@@ -37,6 +37,7 @@ help:
 	@echo "make reproduce-smoke         the whole pipeline on the shipped samples, CPU, a few minutes"
 	@echo "make reproduce-voc-dryrun    make reproduce-voc itself at full size, 2 iterations per stage, killed and rerun (CPU)"
 	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
+	@echo "make test-gpu                the CUDA tests only (pytest -m cuda; fails on a machine without CUDA)"
 	@echo "make bench                   speed and memory benchmarks -> results/bench/"
 	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
 	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
@@ -54,6 +55,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The GPU path (tests marked cuda, tests/test_cuda.py): the point is to prove it, so a machine
+# without CUDA is an error here (exit 3), not a run of skips. On a CUDA machine install the CUDA
+# wheel of torch into .venv first (README).
+test-gpu: $(STAMP)
+	FCN_REQUIRE_CUDA=1 $(PY) -m pytest -q -m cuda
 
 clean-venv:
 	rm -rf $(VENV)
