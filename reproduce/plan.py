@@ -275,6 +275,17 @@ def _net_bytes(name: str) -> tuple[int, int]:
     return state, learnable
 
 
+def init_files(name: str, runs: str | os.PathLike = "runs") -> list[str]:
+    """The `--init` files of stage `name` under the runs folder `runs`, as the Makefile names them:
+    `<runs>/<stage>/final.pt` for a stage it starts from, `<runs>/init/<name>-from-<classifier>.pt`
+    for a converted ILSVRC classifier (tools/slurm/train_stage.sbatch passes these to fcn train)."""
+    from reproduce import experiments
+    inits = experiments.get(name).init
+    inits = (inits,) if isinstance(inits, str) else tuple(inits)
+    return [str(Path(runs) / "init" / f"{name}-from-{i}.pt") if i in INIT_WEIGHTS else str(Path(runs) / i / "final.pt")
+            for i in inits]
+
+
 def make_stage(name: str, times: StepTimes) -> Stage:
     """The stage of experiment `name` with its costs under `times`."""
     from reproduce import experiments
