@@ -158,15 +158,26 @@ def _train(out, dataset, device, **kw):
                  val_dataset=voc_samples(32), progress=False, display=1, keep_snapshots=0, device=device, **kw)
 
 
-def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, deterministic):
+def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, deterministic, monkeypatch):
+    """Interrupted in the main process right after the iteration-4 checkpoint (the images are
+    decoded in worker processes on CUDA, so the interruption is not the data's), then resumed."""
     from reproduce import checkpoint
-    from test_train import CrashingDataset
+    from reproduce import train as training
     from train_support import assert_states_equal, read_state, voc_samples
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _train(whole, voc_samples(32), CUDA)
-    with pytest.raises(KeyboardInterrupt):
-        _train(broken, CrashingDataset(voc_samples(32), crash_at=10), CUDA)
+    real = training._snapshot
+
+    def snapshot_then_die(run, done):
+        real(run, done)
+        if done == 4:
+            raise KeyboardInterrupt("simulated kill")
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_snapshot", snapshot_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            _train(broken, voc_samples(32), CUDA)
     assert [i for i, _ in checkpoint.list_snapshots(broken / "snapshot")] == [2, 4]
     _train(broken, voc_samples(32), CUDA)
     a, b = read_state(whole / "final.pt"), read_state(broken / "final.pt")
@@ -176,6 +187,43 @@ def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, determinist
     assert sa["display_losses"] == sb["display_losses"]
     run = json.loads((whole / "run.json").read_text())
     assert run["device"]["device"].startswith("cuda") and run["device"]["tf32"] == {"matmul": False, "cudnn": False}
+
+
+def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
+    """Iterations that log nothing never wait for the GPU: they run under
+    torch.cuda.set_sync_debug_mode("error"), which raises on any synchronising call (loss.item(),
+    a blocking copy, a value read). Images come from worker processes in pinned memory."""
+    from reproduce import train as training
+    from train_support import voc_samples
+
+    real, quiet, pinned = training._one_iteration, [], []
+    real_next = training._worker_read_ahead.__next__
+
+    def watched_next(self):
+        item, sample = real_next(self)
+        pinned.append(sample["data"].is_pinned())
+        return item, sample
+
+    def watched(run, model, images):
+        if run.solver.iteration % run.settings.display == 0:
+            return real(run, model, images)
+        quiet.append(run.solver.iteration)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return real(run, model, images)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(training, "_one_iteration", watched)
+    monkeypatch.setattr(training._worker_read_ahead, "__next__", watched_next)
+    from reproduce.train import train
+    from train_support import tiny_experiment
+    for normalize in (False, True):
+        exp = tiny_experiment(base_lr=1e-7, momentum=0.99, iter_size=2, max_iter=12, test_interval=12, snapshot=12,
+                              loss_normalize=normalize)
+        train(exp, data_root=None, init=None, out_dir=tmp_path / f"n{normalize}", width=WIDTH, device=CUDA,
+              train_dataset=voc_samples(32), val_dataset=voc_samples(32), progress=False, display=6)
+    assert len(quiet) == 2 * 10 and pinned and all(pinned)
 
 
 def test_gpu_snapshots_resume_on_the_cpu_and_back(tmp_path):
