@@ -45,6 +45,7 @@ help:
 	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
 	@echo "make test-gpu                the CUDA tests only (pytest -m cuda; fails on a machine without CUDA)"
 	@echo "make bench                   speed and memory benchmarks -> results/bench/"
+	@echo "make bench-gpu               voc-fcn8s on the GPU -> results/bench/gpu.{json,md} (CUDA)"
 	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
 	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
 	@echo "make test-export-oracle      fcn export caffe's files run in real Caffe, scores within 1e-5 (root)"
@@ -263,6 +264,12 @@ reproduce-voc-dryrun: $(STAMP)
 # ---------------------------------------------------------------------------------------------
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# voc-fcn8s on the GPU: exact fp32 and bf16 forward / training step at 500x500 and 500x375, peak GPU
+# memory, hours per 100k iterations, the deterministic mode's cost, and how busy the real training
+# loop keeps the GPU -> results/bench/gpu.{json,md} (bench/case_gpu.py; exit 2 without CUDA).
+bench-gpu: $(STAMP)
+	$(PY) -m bench.case_gpu --out results/bench/gpu.json
 
 # make oracle (regenerate the Caffe goldens; root, Debian mirror) and make test-oracle (live check)
 include tools/caffe_oracle/oracle.mk

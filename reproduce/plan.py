@@ -225,10 +225,12 @@ def step_times(bench_dir: str | os.PathLike = "results/bench") -> StepTimes:
         train = _median(size.get("train_exact"))
         forward = _median(size.get("forward_exact"))
         loop = gpu.get("loop") or {}
-        if isinstance(loop.get("s_per_iteration"), (int, float)) and loop.get("size") == "500x375":
-            train = float(loop["s_per_iteration"])
+        in_loop = isinstance(loop.get("s_per_iteration"), (int, float)) and loop.get("mean_pixels")
+        if in_loop:  # the real loop (idle time included), scaled by pixels from its images to 500 x 375
+            train = float(loop["s_per_iteration"]) * (375 * 500) / float(loop["mean_pixels"])
         if train and forward:
-            what = "the real training loop's s/iteration" if loop.get("s_per_iteration") else "exact fp32 step"
+            what = ("the real training loop's s/iteration, scaled by pixels" if in_loop
+                    else "exact fp32 training step")
             return StepTimes(train, forward, (375, 500),
                              f"{bench / 'gpu.json'}: voc-fcn8s at 500x375 on {gpu.get('gpu') or 'the GPU'} ({what})",
                              None, relative, relative_source)

@@ -129,10 +129,14 @@ def test_step_time_without_a_gpu_measurement_states_the_assumption(tmp_path):
 def test_step_time_from_the_gpu_bench(tmp_path):
     (tmp_path / "gpu.json").write_text(json.dumps({
         "gpu": "NVIDIA H100", "sizes": {"500x375": {"train_exact": {"median_s": 0.1}, "forward_exact": {"median_s": 0.03}}},
-        "loop": {"size": "500x375", "s_per_iteration": 0.125}}))
+        "loop": {"mean_pixels": 375 * 500 / 2, "s_per_iteration": 0.0625}}))
     t = planning.step_times(tmp_path)
     assert t.assumption is None and t.train_s == 0.125 and t.forward_s == 0.03 and t.size == (375, 500)
     assert "gpu.json" in t.source and "NVIDIA H100" in t.source
+    assert "real training loop" in t.source
+    (tmp_path / "gpu.json").write_text(json.dumps({
+        "sizes": {"500x375": {"train_exact": {"median_s": 0.1}, "forward_exact": {"median_s": 0.03}}}}))
+    assert planning.step_times(tmp_path).train_s == 0.1
     stage = planning.make_stage("voc-fcn32s", t)
     assert stage.train_hours == pytest.approx(100000 * 0.125 * t.factor("voc-fcn32s", "vgg", 1) / 3600)
 
