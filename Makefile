@@ -65,7 +65,8 @@ test: $(STAMP)
 
 # The GPU path (tests marked cuda, tests/test_cuda.py): the point is to prove it, so a machine
 # without CUDA is an error here (exit 3), not a run of skips. On a CUDA machine install the CUDA
-# wheel of torch into .venv first (README).
+# wheel of torch into .venv first (README); where the pinned wheel cannot be installed (no network),
+# tools/gpu_check.sh runs these tests and bench-gpu with a Python that already holds a CUDA torch.
 test-gpu: $(STAMP)
 	FCN_REQUIRE_CUDA=1 $(PY) -m pytest -q -m cuda
 

@@ -36,3 +36,13 @@ def test_make_test_gpu_fails_without_cuda():
 def test_the_marker_is_registered():
     result = _pytest("--markers")
     assert "@pytest.mark.cuda:" in result.stdout
+
+
+def test_the_prepared_gpu_check_script_parses_and_refuses_without_cuda(tmp_path):
+    script = ROOT / "tools" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "-m cuda" in text and "bench.case_gpu" in text and "FCN_REQUIRE_CUDA=1" in text
+    r = subprocess.run(["bash", str(script), str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PY": sys.executable})
+    assert r.returncode == 3 and "no Python here whose torch sees a CUDA GPU" in r.stderr
