@@ -17,6 +17,11 @@ RESULTS ?= results
 TRAIN_FLAGS ?=
 EVAL_FLAGS  ?=
 FETCH_FLAGS ?=
+# GPUS=0,1,... (with make -j N): every train and eval job takes a free GPU of the list for as long as
+# it runs (reproduce/gpu_slot.py: one flock per GPU, CUDA_VISIBLE_DEVICES set; a dead job frees its
+# GPU). Empty: jobs see every GPU, as before.
+GPUS   ?=
+GPU_SLOT = $(if $(strip $(GPUS)),$(PY) -m reproduce.gpu_slot --gpus $(GPUS) --lock-dir $(RUNS)/.gpu-slots --,)
 # Every fetch, convert, train and eval recipe runs through this: it records the stage's wall time,
 # peak RSS and disk in a stage-*.json beside its outputs (reproduce/stage_record.py).
 STAGE = $(PY) -m reproduce.stage_record
@@ -25,19 +30,22 @@ STAGE = $(PY) -m reproduce.stage_record
 # never delete them (they cost hours to remake).
 .SECONDARY:
 
-.PHONY: help venv test test-export-opencv bench clean-venv \
+.PHONY: help venv test test-gpu test-export-opencv bench bench-gpu clean-venv \
         reproduce-voc reproduce-voc-released reproduce-nyud reproduce-siftflow reproduce-context \
-        reproduce-alexnet reproduce-googlenet reproduce-smoke reproduce-voc-dryrun
+        reproduce-alexnet reproduce-googlenet reproduce-all reproduce-smoke reproduce-voc-dryrun
 
 help:
 	@echo "make reproduce-voc           VGG16 -> FCN-32s -> 16s -> 8s (+ 8s at-once) on VOC, results/voc.md (CUDA GPU, days)"
 	@echo "make reproduce-voc-released  convert the released FCN caffemodels and score them on seg11valid (hours)"
 	@echo "make reproduce-nyud | reproduce-siftflow | reproduce-context | reproduce-alexnet"
 	@echo "make reproduce-googlenet     FCN-GoogLeNet (the paper's Table 1 net, our construction) on VOC, results/googlenet.md"
+	@echo "make -j N reproduce-all GPUS=0,1,..  every table, independent stages in parallel, one GPU each (fcn plan all --gpus N)"
 	@echo "make reproduce-smoke         the whole pipeline on the shipped samples, CPU, a few minutes"
 	@echo "make reproduce-voc-dryrun    make reproduce-voc itself at full size, 2 iterations per stage, killed and rerun (CPU)"
 	@echo "make test                    create .venv, install pinned dependencies, run the test suite (no GPU needed)"
+	@echo "make test-gpu                the CUDA tests only (pytest -m cuda; fails on a machine without CUDA)"
 	@echo "make bench                   speed and memory benchmarks -> results/bench/"
+	@echo "make bench-gpu               voc-fcn8s on the GPU -> results/bench/gpu.{json,md} (CUDA)"
 	@echo "make oracle                  regenerate the Caffe golden fixtures (real Caffe in a Debian chroot; root)"
 	@echo "make test-oracle             compare against live Caffe at full width on 500x500 (root)"
 	@echo "make test-export-oracle      fcn export caffe's files run in real Caffe, scores within 1e-5 (root)"
@@ -54,6 +62,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The GPU path (tests marked cuda, tests/test_cuda.py): the point is to prove it, so a machine
+# without CUDA is an error here (exit 3), not a run of skips. On a CUDA machine install the CUDA
+# wheel of torch into .venv first (README); where the pinned wheel cannot be installed (no network),
+# tools/gpu_check.sh runs these tests and bench-gpu with a Python that already holds a CUDA torch.
+test-gpu: $(STAMP)
+	FCN_REQUIRE_CUDA=1 $(PY) -m pytest -q -m cuda
 
 clean-venv:
 	rm -rf $(VENV)
@@ -106,7 +121,7 @@ $(RUNS)/init/%-from-googlenet.pt: $(DATA)/weights/bvlc_googlenet.caffemodel
 define train_from  # $(1) experiment, $(2) init file(s), $(3) data marker
 $(RUNS)/$(1)/final.pt: $(2) $(3)
 	$(STAGE) $(RUNS)/$(1)/stage-train.json --stage "train $(1)" --disk $(RUNS)/$(1) -- \
-		$(FCN) train $(1) $(foreach f,$(2),--init $(f)) --data-root $(DATA) --device $(DEVICE) --out $(RUNS)/$(1) $(TRAIN_FLAGS) $(TRAIN_FLAGS_$(1))
+		$$(GPU_SLOT) $(FCN) train $(1) $(foreach f,$(2),--init $(f)) --data-root $(DATA) --device $(DEVICE) --out $(RUNS)/$(1) $(TRAIN_FLAGS) $(TRAIN_FLAGS_$(1))
 endef
 
 VOC_DATA := $(DATA)/.fetched-sbd $(DATA)/.fetched-voc2011
@@ -136,7 +151,7 @@ $(eval $(call train_from,pascalcontext-fcn8s,$(RUNS)/pascalcontext-fcn16s/final.
 $(RUNS)/eval/%/metrics.json: $(RUNS)/%/final.pt
 	@mkdir -p $(@D)
 	$(STAGE) $(@D)/stage-eval.json --stage "eval $*" --disk $(@D) -- \
-		$(FCN) eval $* --weights $< --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
+		$(GPU_SLOT) $(FCN) eval $* --weights $< --data-root $(DATA) --device $(DEVICE) --out $@ $(EVAL_FLAGS)
 
 runs_of = $(foreach e,$(1),$(RUNS)/eval/$(e)/metrics.json)
 
@@ -176,6 +191,18 @@ $(eval $(call reproduce_target,reproduce-siftflow,$(RESULTS)/siftflow.md,days))
 $(eval $(call reproduce_target,reproduce-context,$(RESULTS)/context.md,weeks))
 $(eval $(call reproduce_target,reproduce-alexnet,$(RESULTS)/alexnet.md,days))
 $(eval $(call reproduce_target,reproduce-googlenet,$(RESULTS)/googlenet.md,days))
+
+# Every table: `make -j N reproduce-all GPUS=0,1,...` trains and scores independent stages at the same
+# time, one per GPU, in the order make's dependency graph allows (32s -> 16s -> 8s; `fcn plan all
+# --gpus N` shows the order and the wall time); rerun after an interruption, it resumes as the
+# single-table targets do. The tables are written one after the other once every score is in.
+ALL_RUNS := $(VOC_RUNS) $(NYUD_RUNS) $(SIFTFLOW_RUNS) $(CONTEXT_RUNS) voc-fcn-alexnet voc-fcn-googlenet
+ALL_TABLES := $(foreach t,voc nyud siftflow context alexnet googlenet,$(RESULTS)/$(t).md)
+
+reproduce-all: $(STAMP)
+	$(FCN) check-device --device $(DEVICE) --target reproduce-all --cpu-time "months"
+	$(MAKE) --no-print-directory $(call runs_of,$(ALL_RUNS))
+	$(MAKE) --no-print-directory -j1 $(ALL_TABLES)
 
 # The quick path: the released FCN caffemodels, converted and scored on seg11valid (no training).
 RELEASED := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet
@@ -238,6 +265,12 @@ reproduce-voc-dryrun: $(STAMP)
 # ---------------------------------------------------------------------------------------------
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# voc-fcn8s on the GPU: exact fp32 and bf16 forward / training step at 500x500 and 500x375, peak GPU
+# memory, hours per 100k iterations, the deterministic mode's cost, and how busy the real training
+# loop keeps the GPU -> results/bench/gpu.{json,md} (bench/case_gpu.py; exit 2 without CUDA).
+bench-gpu: $(STAMP)
+	$(PY) -m bench.case_gpu --out results/bench/gpu.json
 
 # make oracle (regenerate the Caffe goldens; root, Debian mirror) and make test-oracle (live check)
 include tools/caffe_oracle/oracle.mk

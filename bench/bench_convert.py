@@ -3,7 +3,8 @@
 Run: `.venv/bin/python -m bench.bench_convert [--runs 5] [--cache DIR]`. Writes
 results/bench/convert.json and results/bench/convert.md.
 
-- The input is generated once with tests/caffe_encoder.py (VGG16 layout as in
+- The input is generated once with the project's caffemodel writer (weight_convert.caffe_writer,
+  the layers of `fcn smoke vgg16` at full width: reproduce.smoke.vgg16_layers; VGG16 layout as in
   VGG_ILSVRC_16_layers: conv1_1..conv5_3, fc6 4096x25088, fc7 4096x4096, fc8 1000x4096, V1
   `layers` with legacy 4-D blob shapes, random weights) into a cache directory outside the
   repository (default ~/.cache/fcn-repro/bench, or $FCN_BENCH_CACHE), and reused afterwards.
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench"
 GOAL_TIME_RATIO = 1.5
 GOAL_RSS_RATIO = 1.3
-GENERATOR_VERSION = 1  # bump when the generated file's content changes
+GENERATOR_VERSION = 2  # bump when the generated file's content changes (2: the project's writer)
 
 
 def cache_dir(arg: str | None) -> Path:
@@ -54,14 +55,13 @@ def vgg16_file(cache: Path) -> Path:
     path = cache / f"vgg16_v1_full_g{GENERATOR_VERSION}.caffemodel"
     if path.exists():
         return path
-    sys.path.insert(0, str(ROOT))
-    from tests import caffe_encoder as enc
+    # The project's writer, not tests/caffe_encoder.py: the tests keep that independent encoder
+    # to check the reader against; a benchmark only needs a well-formed file.
+    from reproduce.smoke import vgg16_layers
+    from weight_convert.caffe_writer import write_caffemodel
 
     print(f"generating {path} (once) ...", flush=True)
-    tmp = path.with_suffix(".tmp")
-    enc.write_caffemodel(tmp, enc.vgg16_layers(1.0, seed=0), version=1, name="VGG_ILSVRC_16_layers")
-    os.replace(tmp, path)
-    return path
+    return write_caffemodel(path, "VGG_ILSVRC_16_layers", vgg16_layers(1.0, seed=0), version=1)  # atomic
 
 
 def median_time(fn, runs: int) -> tuple[float, list[float]]:

@@ -10,7 +10,7 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
 - region.json: the region forward (nets/region.py) against the fast kernels alone and the plain
   build, interleaved in one process: forward medians and ratios, FLOPs computed against nominal,
   evaluation images/s (bench/case_region.py);
-- fast_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_fast_mode.py);
+- bf16_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_bf16_mode.py);
 - run.json: the machine, the load average, each case's command, wall time and peak RSS,
   including bench.bench_hha and bench.bench_convert (written by their own modules, run here
   when they exist);
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                     help="start no new case after this many seconds")
     ap.add_argument("--skip-others", action="store_true", help="skip bench.bench_hha and bench.bench_convert")
-    ap.add_argument("--only", default="", help="comma-separated nets: measure only these (and skip eval / fast mode)")
+    ap.add_argument("--only", default="", help="comma-separated nets: measure only these (and skip eval / bf16 mode)")
     ap.add_argument("--size", type=int, default=500, help="input height and width of the net cases")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -138,12 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     before = machine()
     with tempfile.TemporaryDirectory(prefix="fcn_bench_") as tmpdir:
         bench = Bench(args.budget_s, Path(tmpdir))
-        # Priority order: the headline net, evaluation and fast mode, the other benches, the rest.
+        # Priority order: the headline net, evaluation and bf16 mode, the other benches, the rest.
         steps: list[tuple[str, Any]] = []
         steps += [("forward", g) for g in forward if g.net == headline]
         steps += [("train", g) for g in train if g.net == headline]
         if not only:
-            steps += [("region", None), ("eval", None), ("fast_mode", None)]
+            steps += [("region", None), ("eval", None), ("bf16_mode", None)]
         steps += [("other", m) for m in others]
         if before["gpu"]:  # the exact path and its plain baseline on the GPU too (TF32 off)
             steps += [("gpu_forward", g) for g in forward if g.net == headline]
@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                                        for v in ("plain", "fast")}
                 elif kind == "region":
                     results["region"] = bench.case("region forward", "bench.case_region", [], timeout_s=420)
-                elif kind == "fast_mode":
-                    results["fast_mode"] = bench.case("fast mode", "bench.case_fast_mode", [], timeout_s=540,
+                elif kind == "bf16_mode":
+                    results["bf16_mode"] = bench.case("bf16 mode", "bench.case_bf16_mode", [], timeout_s=540,
                                                       env={"TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)})
                 else:
                     bench.case(item, item, [], reads_json=False, timeout_s=420)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
                                         if k in results})
     write_json(args.out / "forward.json", forward_times(results))
     write_json(args.out / "eval.json", ev)
-    write_json(args.out / "fast_mode.json", results.get("fast_mode"))
+    write_json(args.out / "bf16_mode.json", results.get("bf16_mode"))
     if "region" in results:
         write_json(args.out / "region.json", results["region"])
     write_json(args.out / "run.json", run)

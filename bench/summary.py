@@ -92,7 +92,7 @@ def _goal_lines(results: dict) -> list[str]:
     return lines
 
 
-def _fast_mode_lines(fm: dict | None) -> list[str]:
+def _bf16_mode_lines(fm: dict | None) -> list[str]:
     if not fm:
         return ["Not measured (the case failed or was skipped for time; see run.json)."]
     d = fm["default_vs_plain"]
@@ -102,8 +102,8 @@ def _fast_mode_lines(fm: dict | None) -> list[str]:
              "| argmax agreement |", "|---|---:|---:|---:|---:|---:|---:|"]
     exact = fm["exact"]["median_s"]
     lines.append(f"| exact (default fp32 path) | - | {exact:.2f} | 1.00x | 0 | 0 | 100 % |")
-    for key, name in (("bf16_eager", "--fast: bf16 autocast, eager"),
-                      ("bf16_compile_freeze", "--fast: bf16 autocast + torch.compile + freezing")):
+    for key, name in (("bf16_eager", "--bf16: bf16 autocast, eager"),
+                      ("bf16_compile_freeze", "--bf16: bf16 autocast + torch.compile + freezing")):
         r = fm.get(key)
         if r:
             lines.append(f"| {name} | {r['first_call_s']:.1f} | {r['median_s']:.2f} | {exact / r['median_s']:.2f}x "
@@ -113,9 +113,9 @@ def _fast_mode_lines(fm: dict | None) -> list[str]:
         a = v["bf16_eager_vs_exact_predictions"]
         m = v["mean_iu_vs_labels"]
         lines += ["", f"On the {v['images']} VOC sample images (bf16 eager against exact, {v['weights']} weights): "
-                  f"the fast mode's argmax scored against the exact path's argmax gives pixel accuracy "
+                  f"the bf16 mode's argmax scored against the exact path's argmax gives pixel accuracy "
                   f"{a['pixel_acc']:.2f} %, mean IU {a['mean_iu']:.2f} %. Mean IU against the labels: exact "
-                  f"{m['exact']:.2f} %, fast {m['bf16_eager']:.2f} %, difference {m['difference']:+.2f} points "
+                  f"{m['exact']:.2f} %, bf16 {m['bf16_eager']:.2f} %, difference {m['difference']:+.2f} points "
                   "(with random weights both are meaningless; real weights are not available in this repository)."]
     if "bf16_compile_freeze" in fm:
         c = fm["bf16_compile_freeze"]
@@ -124,7 +124,7 @@ def _fast_mode_lines(fm: dict | None) -> list[str]:
                   f"{saved:.2f} s it saves per forward repays after {c['first_call_s'] / saved:.0f} forwards at that "
                   "size; each new input shape compiles again, so it pays off for training or evaluation at one "
                   "fixed size, not for a few images of varying size."]
-    lines += ["", f"Peak RSS of the fast-mode case process (exact, plain and both fast settings, compile "
+    lines += ["", f"Peak RSS of the bf16-mode case process (exact, plain and both bf16 settings, compile "
               f"included): {fm['peak_rss_mib']:.0f} MiB."]
     return lines
 
@@ -207,7 +207,7 @@ def render(results: dict, run: dict) -> str:
                   f"| {f['images_per_s'] / p['images_per_s']:.2f}x | {_mib(f):.0f} | {_mib(p):.0f} |"]
     else:
         lines += ["Not measured (the case failed or was skipped for time; see run.json)."]
-    lines += ["", "## Opt-in fast mode (`reproduce/fast.py`, not Caffe-exact)", "", *_fast_mode_lines(results.get("fast_mode")), ""]
+    lines += ["", "## Opt-in bf16 mode (`reproduce/bf16.py`, `fcn eval --bf16`, not Caffe-exact)", "", *_bf16_mode_lines(results.get("bf16_mode")), ""]
     others = [p for p in run["processes"] if p["label"].startswith("bench.bench_")]
     if others:
         lines += ["## Other benches (their own modules and results files)", "",
@@ -221,7 +221,7 @@ def render(results: dict, run: dict) -> str:
     if run.get("skipped_for_time"):
         lines += ["## Skipped for time", "", "Not run because the time budget "
                   f"({run['budget_s']:.0f} s) was used up: " + ", ".join(run["skipped_for_time"]) + ".", ""]
-    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, fast_mode.json, run.json.", ""]
+    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, bf16_mode.json, run.json.", ""]
     return "\n".join(lines)
 
 

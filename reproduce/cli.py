@@ -6,6 +6,7 @@ from reproduce.datasets.hha_cli import hha_command
 from reproduce.device_cli import check_device_command
 from reproduce.eval_cli import eval_command, figure_command, infer_command
 from reproduce.export import export_group
+from reproduce.plan_cli import plan_command
 from reproduce.smoke import smoke_group
 from reproduce.tables import tables_command
 from reproduce.train_cli import train_command
@@ -31,3 +32,15 @@ main.add_command(figure_command, "figure")
 main.add_command(smoke_group, "smoke")
 main.add_command(export_group, "export")
 main.add_command(check_device_command, "check-device")
+main.add_command(plan_command, "plan")
+
+
+def _help_everywhere(command: click.Command) -> None:
+    # -h on every command even when it is invoked on its own (tests do): click caches a command's
+    # help option the first time it runs, from that run's context, so the group's setting is not enough.
+    command.context_settings = {**CONTEXT_SETTINGS, **command.context_settings}
+    for sub in getattr(command, "commands", {}).values():
+        _help_everywhere(sub)
+
+
+_help_everywhere(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from reproduce import device as devices
+from reproduce.cli_options import DEVICE_NAME
 from reproduce.device import DeviceError, describe, resolve_device
 
 
@@ -41,8 +42,7 @@ def _cpu_refusal(run: str, variable: str, force: str, why: str, cpu_time: str) -
 
 
 @click.command("check-device")
-@click.option("--device", default="auto", show_default=True,
-              help='The device the run will use: "auto", "cpu", "cuda", "cuda:N".')
+@DEVICE_NAME
 @click.option("--target", default=None, help="The make target being checked (names it in the message).")
 @click.option("--cpu-time", default="weeks", show_default=True, help="How long the run takes on the CPU (message).")
 def check_device_command(device: str, target: str | None, cpu_time: str) -> None:

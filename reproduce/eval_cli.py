@@ -9,16 +9,12 @@ import torch
 from PIL import Image
 
 from reproduce import experiments, metrics
-from reproduce.cli_options import DEVICE
+from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH, WORKERS
 from reproduce.palette import colorize, read_label_png
 
 EXPERIMENT_ARG = click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
 WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                        help="A .pt state dict / checkpoint (fcn train's final.pt) or a .caffemodel.")
-WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1). "
-                          "Only for weights without an fcn-repro record; one that contradicts the record "
-                          "is an error.  [default: the record's, else 1]")
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -31,6 +27,14 @@ def _load(experiment, weights: Path, width: float | None, device):
         return load_net(experiment, weights, width=width, device=device)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
+
+
+def _renamed_fast(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # "fast" means the exact default kernels (nets/fast.py) now; the bf16 mode is --bf16. Refused,
+    # not aliased, so that a script asking for it learns it is not Caffe-exact.
+    if value:
+        raise click.UsageError("--fast was renamed --bf16 (bfloat16 autocast, not Caffe-exact); the default "
+                               "path is already the fast exact one", ctx=ctx)
 
 
 def _summary(record: dict) -> str:
@@ -52,8 +56,7 @@ def _summary(record: dict) -> str:
 @click.command("eval")
 @EXPERIMENT_ARG
 @WEIGHTS
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("data"),
-              show_default=True, help="The dataset folder, or the data root holding `fcn data fetch` folders.")
+@DATA_ROOT
 @click.option("--split", default=None, help="Split to score (default: the experiment's val split; "
                                             "with --export-voc-test: test).")
 @DEVICE
@@ -61,8 +64,7 @@ def _summary(record: dict) -> str:
               show_default=True, help="Where metrics.json is written (atomically).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N images.")
 @WIDTH
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Data-loading worker processes (0: load in the main process).")
+@WORKERS
 @click.option("--iteration", type=int, default=None,
               help="Training iteration to record (default: from the checkpoint or an iter_<N>.pt name).")
 @click.option("--export-voc-test", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -74,24 +76,26 @@ def _summary(record: dict) -> str:
 @click.option("--comp", default="comp6", show_default=True,
               help="With --export-voc-test: VOC competition id (comp6: trained on data beyond VOC, "
                    "as FCN is on SBD; comp5: VOC data only).")
-@click.option("--fast", is_flag=True,
-              help="Opt-in fast mode: bf16 autocast (reproduce/fast.py). NOT Caffe-exact; recorded in "
-                   "metrics.json. Off by default.")
+@click.option("--bf16", is_flag=True,
+              help="Opt-in bf16 mode: bfloat16 autocast (reproduce/bf16.py). NOT Caffe-exact; recorded in "
+                   "metrics.json (bf16_mode). Off by default.")
+@click.option("--fast", is_flag=True, hidden=True, expose_value=False, callback=_renamed_fast)
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show progress on stderr: a bar on a terminal, else a line every $FCN_PROGRESS_SECONDS "
                    "(default 30) seconds with images done, images/s and ETA.")
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: torch.device, out: Path,
                  limit: int | None, width: float | None, workers: int, iteration: int | None,
-                 export_dir: Path | None, voc_year: str, comp: str, fast: bool, progress: bool) -> None:
+                 export_dir: Path | None, voc_year: str, comp: str, bf16: bool, progress: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
-    the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss."""
+    the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss.
+    --data-root may also be the dataset's own folder."""
     from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
     net, weights_iteration = _load(exp, weights, width, device)
-    if fast:
-        from reproduce.fast import fast_mode
+    if bf16:
+        from reproduce.bf16 import bf16_mode
         # no torch.compile: every new image size would compile again (see results/bench/summary.md)
-        net = fast_mode(net.eval(), compile=False, freeze=True)
+        net = bf16_mode(net.eval(), compile=False, freeze=True)
     try:
         if export_dir is not None:
             test_split = split or "test"
@@ -106,7 +110,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    from reproduce.fast import settings_record
+    from reproduce.bf16 import settings_record
     record.update(settings_record(net))
     metrics.write_json_atomic(out, record)
     click.echo(_summary(record))

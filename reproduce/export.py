@@ -20,6 +20,7 @@ import click
 import nets
 from reproduce import experiments
 from reproduce.atomic import atomic_file
+from reproduce.cli_options import WIDTH
 from weight_convert.caffe_writer import write_caffemodel
 
 PROTOTXT = "deploy.prototxt"
@@ -79,9 +80,7 @@ def export_group() -> None:
               help="A .pt state dict / checkpoint (fcn train's final.pt, convert-caffe's output) or a .caffemodel.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for deploy.prototxt and EXPERIMENT.caffemodel (created if missing).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Trunk channel multiplier the weights were trained at (tests and smoke runs use < 1); "
-                   "only for weights without an fcn-repro record.  [default: the record's, else 1]")
+@WIDTH
 @click.option("--input-size", nargs=3, type=click.IntRange(min=1), default=nets.caffe_graph.DEPLOY_INPUT,
               show_default=True, metavar="N H W", help="Shape of the Input layer (Caffe reshapes to any size).")
 @click.option("--force", is_flag=True, help="Replace deploy.prototxt / the caffemodel if they exist.")

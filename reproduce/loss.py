@@ -56,7 +56,8 @@ class _CaffeSoftmaxWithLoss(torch.autograd.Function):
         if normalize:
             normalizer = torch.clamp(count.to(torch.float32), min=1.0)
         else:
-            normalizer = torch.tensor(float(max(1, score.shape[0])), dtype=torch.float32, device=score.device)
+            # a fill on the device (torch.tensor(..., device=cuda) would be a copy that waits for the GPU)
+            normalizer = torch.full((), float(max(1, score.shape[0])), dtype=torch.float32, device=score.device)
         ctx.save_for_backward(prob, safe_label, valid, normalizer)
         ctx.score_dtype = score.dtype
         return total / normalizer
@@ -71,15 +72,26 @@ class _CaffeSoftmaxWithLoss(torch.autograd.Function):
         return grad.to(ctx.score_dtype), None, None, None
 
 
+def check_labels(label: torch.Tensor, num_classes: int, ignore_label: int = 255) -> None:
+    """ValueError when a label is neither a class index (0 .. num_classes - 1) nor `ignore_label`.
+    Reads the values: on a GPU tensor that waits for the GPU, so the CUDA training loop checks the
+    CPU copy of the labels and tells softmax_with_loss (labels_checked=True)."""
+    bad = (label != ignore_label) & ((label < 0) | (label >= num_classes))
+    if bool(bad.any()):
+        values = sorted(set(label[bad].unique().tolist()))[:10]
+        raise ValueError(f"labels {values} are outside 0..{num_classes - 1} and are not the ignore "
+                         f"label {ignore_label}")
+
+
 def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, *, normalize: bool,
-                      ignore_label: int = 255) -> torch.Tensor:
+                      ignore_label: int = 255, labels_checked: bool = False) -> torch.Tensor:
     """Caffe `SoftmaxWithLoss` of `score` (N x C x H x W logits) against `label` (N x H x W or
     N x 1 x H x W integer class indices, `ignore_label` = no loss and no gradient).
 
     Returns a 0-dim float32 tensor: the summed pixel loss divided by N (`normalize=False`, Caffe
     BATCH_SIZE normalization) or by the number of labelled pixels (`normalize=True`, VALID).
     Raises ValueError when shapes disagree or a label is neither a class index nor `ignore_label`
-    (Caffe aborts on such labels).
+    (Caffe aborts on such labels; `labels_checked=True` skips that check, see check_labels).
     """
     if score.ndim != 4:
         raise ValueError(f"score must be N x C x H x W, got shape {tuple(score.shape)}")
@@ -91,9 +103,6 @@ def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, *, normalize: bo
     if label.dtype.is_floating_point:
         raise ValueError(f"label must hold integer class indices, got dtype {label.dtype}")
     label = label.long()
-    bad = (label != ignore_label) & ((label < 0) | (label >= score.shape[1]))
-    if bool(bad.any()):
-        values = sorted(set(label[bad].unique().tolist()))[:10]
-        raise ValueError(f"labels {values} are outside 0..{score.shape[1] - 1} and are not the ignore "
-                         f"label {ignore_label}")
+    if not labels_checked:  # labels_checked: the caller ran check_labels on them (a CPU copy)
+        check_labels(label, score.shape[1], ignore_label)
     return _CaffeSoftmaxWithLoss.apply(score, label, int(ignore_label), bool(normalize))

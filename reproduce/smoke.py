@@ -98,7 +98,10 @@ def data_command(out: Path) -> None:
 
 @smoke_group.command("vgg16")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--width", type=float, default=1 / 16, show_default=True, help="Trunk width multiplier.")
+# Not the shared --width (reproduce/cli_options.py): this one is the width of a file to write, and
+# the smoke run's nets are 1/16 wide, so that is its default (a full-width file is 528 MB).
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1 / 16, show_default=True,
+              help="Trunk width multiplier of the file written.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def vgg16_command(out: Path, width: float, seed: int) -> None:
     """Write a V1 VGG16-shaped .caffemodel (random weights, reduced width) to OUT."""

@@ -31,8 +31,14 @@ training order), so they do not depend on where a run was interrupted or on how 
 share the images (reproduce.distributed). Caffe's own masks cannot be reproduced in PyTorch.
 
 On CUDA, TF32 is switched off (`use_exact_cuda_math`): convolutions and matmuls run in full
-float32 as Caffe's do. Images are decoded one background thread ahead of the computation; the
-order is fixed in advance, so this changes nothing but the speed.
+float32 as Caffe's do. Images are decoded ahead of the computation (one background thread on the
+CPU; on CUDA `DATA_WORKERS` worker processes, the tensors in pinned memory, copied to the GPU
+without blocking); the order is fixed in advance, so this changes nothing but the speed. On CUDA
+the host does not wait for the GPU in every iteration: the losses stay on the GPU and are read
+every `display` iterations and before each test pass, snapshot and the end (`_settle`); a
+non-finite loss found then stops the run naming the iteration and image, with the updates after
+it applied but never saved (snapshots are written only after the losses are read). On the CPU
+each loss is read at once and the update of a non-finite loss is never applied.
 
 Choices that differ from the reference's run, none of which changes the training arithmetic:
 checkpoints are also written at test intervals when the reference sets no `snapshot` (SIFT Flow)
@@ -61,8 +67,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from reproduce import checkpoint, distributed
+from reproduce.loss import check_labels, softmax_with_loss
 from reproduce.progress import Progress
-from reproduce.loss import softmax_with_loss
 from reproduce.run_lock import RunLock, RunLockedError
 from reproduce.solver import CaffeSGD
 from reproduce.stop_signals import StopSignals, TrainingInterrupted
@@ -172,6 +178,8 @@ class _Run:
     stopped_at: int | None = None  # the iteration all processes agreed to stop after
     stop_signum: int = 15  # the signal the processes stopped on (SIGTERM if they got different ones)
     lr: float | None = None  # the learning rate of the last update
+    # CUDA: (iteration, per-image loss tensors on the GPU, (position, index) per image), not yet read
+    pending: list = field(default_factory=list)
 
     @property
     def snap_dir(self) -> Path:
@@ -187,7 +195,7 @@ class _Run:
 
     def smoothed_loss(self) -> float:
         """Caffe's display loss: the mean of the last `average_loss` iteration losses."""
-        return sum(self.losses) / len(self.losses)
+        return sum(self.losses) / len(self.losses) if self.losses else math.nan
 
 
 @contextmanager
@@ -292,8 +300,11 @@ def _train_loop(run: _Run) -> None:
         return
     model = distributed.wrap(run.net, run.ctx)
     order = _skip(_train_order(len(run.train_ds), exp.seed), run.solver.iteration * plan.effective)
-    images = _read_ahead(_my_images(order, plan, run.solver.iteration, s.max_iter),
-                         lambda item: run.train_ds[item[2]])
+    items = _my_images(order, plan, run.solver.iteration, s.max_iter)
+    if _defer_losses(run.ctx.device) and DATA_WORKERS > 0:
+        images = _worker_read_ahead(items, run.train_ds, DATA_WORKERS)
+    else:
+        images = _read_ahead(items, lambda item: run.train_ds[item[2]])
     run.session_start = time.monotonic() - run.elapsed
     run.net.train()
     bar = Progress(exp.name, s.max_iter, unit="iteration", start=run.solver.iteration,
@@ -322,53 +333,133 @@ def _train_loop(run: _Run) -> None:
 def _one_iteration(run: _Run, model, images) -> bool:
     """Caffe's Step for one iteration: this process's share of iter_size images forward and
     backward (gradients summed over processes), the display loss, Caffe's SGD update, the log row.
-    NonFiniteLossError, before the update, if any image's loss is not finite. Returns whether any
-    process had been asked to stop (SIGINT / SIGTERM) by the time of the iteration's all-reduce."""
+    NonFiniteLossError if any image's loss is not finite: on the CPU before the update; on CUDA
+    when the losses are read (`_settle`). Returns whether the processes agreed to stop (SIGINT /
+    SIGTERM): on the CPU, any process asked by the time of this iteration's all-reduce; on CUDA,
+    where the losses (and the stop flags with them) are read every display iteration only, one
+    process stops at once and several at the next display iteration."""
     exp, ctx, plan, dev = run.exp, run.ctx, run.plan, run.ctx.device
+    defer = _defer_losses(dev)
     it = run.solver.iteration
     run.solver.zero_grad()
-    loss_sum, bad = 0.0, None
+    loss_sum, bad, kept = 0.0, None, []
     for k in range(plan.local):
         (_, position, index), sample = next(images)
-        inputs = [t.to(dev) for t in exp.net_inputs(sample)]
-        labels = [t.to(dev) for t in exp.net_labels(sample)]
+        inputs = [t.to(dev, non_blocking=defer) for t in exp.net_inputs(sample)]
+        host_labels = exp.net_labels(sample)
+        # (net_labels' int64 copies are pageable: pinned, their copies do not wait either)
+        labels = [(t.pin_memory() if defer and dev.type == "cuda" else t).to(dev, non_blocking=defer)
+                  for t in host_labels]
         torch.manual_seed(dropout_seed(exp.seed, position))
         # DDP all-reduces the gradients on the last backward of the iteration only.
         with model.no_sync() if ctx.enabled and k < plan.local - 1 else nullcontext():
             scores = exp.net_scores(model(*inputs))
-            loss = sum(softmax_with_loss(s, y, normalize=exp.loss_normalize) for s, y in zip(scores, labels))
+            if defer:  # the label check reads values: on the host copy, not on the GPU
+                for s, y in zip(scores, host_labels):
+                    check_labels(y, s.shape[1])
+            loss = sum(softmax_with_loss(s, y, normalize=exp.loss_normalize, labels_checked=defer)
+                       for s, y in zip(scores, labels))
+            if defer:  # no host synchronisation: the value is read later
+                kept.append((loss.detach(), position, index))
+                loss.backward()
+                continue
             value = float(loss.item())
             if not math.isfinite(value):
-                bad = bad or f"image {run.train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
+                bad = bad or _bad_image(run, index, position, value)
                 if not ctx.enabled:  # one process: stop now; several: finish the collective step
                     break
             loss.backward()
         loss_sum += value
-    signum = (run.stop.requested if run.stop is not None else None) or 0
-    total, n_bad, n_stop, signum_sum = distributed.all_sum(
-        [loss_sum, float(bad is not None), float(signum > 0), float(signum)], ctx)
-    if n_bad:
-        where = [b for b in distributed.gather_objects(bad, ctx) if b]
-        message = (f"{exp.name}: non-finite loss at iteration {it}, {'; '.join(where)}. "
-                   f"Stopped before applying this update; the last good checkpoint is "
-                   f"{run.last_good or 'none (no snapshot written yet)'}")
-        if run.log:
-            run.log.event("error", it, message=message)
-        raise NonFiniteLossError(message)
-    run.losses.append(total / plan.effective)  # Caffe: loss /= iter_size
+    stop = False
+    if defer:
+        run.pending.append((it, kept))
+    else:
+        total, n_bad, n_stop, signum_sum = distributed.all_sum(
+            [loss_sum, float(bad is not None), *_stop_flags(run)], ctx)
+        if n_bad:
+            _raise_non_finite(run, it, [b for b in distributed.gather_objects(bad, ctx) if b], deferred=False)
+        run.losses.append(total / plan.effective)  # Caffe: loss /= iter_size
+        stop = _agree_stop(run, n_stop, signum_sum)
     lr = run.lr = run.solver.step()
-    if n_stop:  # the signal every process will name: the one they got, SIGTERM if they differ
+    if it % run.settings.display == 0:
+        stop = _settle(run) or stop  # CUDA: the losses kept since the last display (every process)
+        if run.log:
+            run.log.train(iteration=it, loss=run.smoothed_loss(), lr=lr, seconds=run.seconds())
+    return stop
+
+
+def _stop_flags(run: _Run) -> list[float]:
+    """[asked to stop, signal number] of this process, summed over processes by the caller."""
+    signum = (run.stop.requested if run.stop is not None else None) or 0
+    return [float(signum > 0), float(signum)]
+
+
+def _agree_stop(run: _Run, n_stop: float, signum_sum: float) -> bool:
+    """Whether any process was asked to stop; if so, the signal every process will name: the one
+    they got, SIGTERM if they differ."""
+    if n_stop:
         agreed = signum_sum / n_stop
         run.stop_signum = int(agreed) if agreed in (2.0, 15.0) else 15
-    if run.log and it % run.settings.display == 0:
-        run.log.train(iteration=it, loss=run.smoothed_loss(), lr=lr, seconds=run.seconds())
     return bool(n_stop)
+
+
+def _defer_losses(device: torch.device) -> bool:
+    """Whether the losses stay on the device until `_settle` (CUDA: no per-iteration host sync)."""
+    return device.type == "cuda"
+
+
+def _bad_image(run: _Run, index: int, position: int, value: float) -> str:
+    return f"image {run.train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
+
+
+def _settle(run: _Run) -> bool:
+    """Read the losses kept on the GPU (one host synchronisation, one collective with several
+    processes) into the display losses; NonFiniteLossError for the first non-finite one. Returns
+    whether any process has been asked to stop (False when nothing was pending)."""
+    pending, run.pending = run.pending, []
+    if not pending:
+        return False
+    values = torch.stack([l for _, kept in pending for l, _, _ in kept]).double().cpu().tolist()
+    sums, flags, bad, k = [], [], None, 0
+    for it, kept in pending:
+        mine = values[k:k + len(kept)]
+        k += len(kept)
+        sums.append(sum(mine))
+        first = next(((v, p, i) for v, (_, p, i) in zip(mine, kept) if not math.isfinite(v)), None)
+        flags.append(float(first is not None))
+        if first is not None and bad is None:
+            bad = (it, _bad_image(run, first[2], first[1], first[0]))
+    summed = distributed.all_sum(sums + flags + _stop_flags(run), run.ctx)
+    totals, any_bad = summed[:len(pending)], summed[len(pending):2 * len(pending)]
+    for (it, _), total, flag in zip(pending, totals, any_bad):
+        if flag:
+            where = [b for b in distributed.gather_objects(bad, run.ctx) if b]
+            first_it = min(w[0] for w in where)
+            _raise_non_finite(run, first_it, [w[1] for w in where if w[0] == first_it], deferred=True,
+                              last=pending[-1][0])
+        run.losses.append(total / run.plan.effective)  # Caffe: loss /= iter_size
+    return _agree_stop(run, *summed[2 * len(pending):])
+
+
+def _raise_non_finite(run: _Run, it: int, where: list, *, deferred: bool, last: int | None = None) -> None:
+    if deferred:
+        applied = (f"On CUDA the losses are read every {run.settings.display} iterations, so the updates of "
+                   f"iterations {it} to {last} were applied; nothing after the last good checkpoint was saved, "
+                   f"and that checkpoint is ")
+    else:
+        applied = "Stopped before applying this update; the last good checkpoint is "
+    message = (f"{run.exp.name}: non-finite loss at iteration {it}, {'; '.join(where)}. "
+               f"{applied}{run.last_good or 'none (no snapshot written yet)'}")
+    if run.log:
+        run.log.event("error", it, message=message)
+    raise NonFiniteLossError(message)
 
 
 def _scheduled_test(run: _Run, done: int) -> None:
     """The test pass after iteration `done` (main process; the others wait)."""
     if run.stop is not None:
         run.stop.what = f"finishing the test pass after iteration {done}, then writing a snapshot"
+    _settle(run)
     if run.ctx.is_main:
         run.metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, done)
         run.log.test(done, run.metrics, run.seconds())
@@ -380,6 +471,7 @@ def _scheduled_test(run: _Run, done: int) -> None:
 def _snapshot(run: _Run, done: int) -> None:
     """Checkpoint after iteration `done`, written by the main process (every process's RNG state
     gathered into it) only when every parameter and momentum buffer is finite; old ones pruned."""
+    _settle(run)  # the display losses saved, and no snapshot past a non-finite loss
     exp, ctx, solver = run.exp, run.ctx, run.solver
     rngs = distributed.gather_objects(checkpoint.rng_state(), ctx)
     bad_entries = checkpoint.nonfinite_entries({"net": run.net.state_dict(), "momentum": solver.history})
@@ -405,6 +497,7 @@ def _snapshot(run: _Run, done: int) -> None:
 
 def _finish(run: _Run) -> None:
     """final.pt, the final test pass if this session ran none and metrics.json is missing, metrics.json."""
+    _settle(run)
     if run.ctx.is_main:
         out, it = run.out, run.solver.iteration
         final = checkpoint.save_atomic(checkpoint.cpu_state_dict(run.net), out / "final.pt",
@@ -484,6 +577,72 @@ class _read_ahead:
             raise StopIteration
         item, future = self.pending.popleft()
         return item, future.result()
+
+
+DATA_WORKERS = 2  # CUDA: DataLoader worker processes decoding training images ahead
+
+
+class _worker_read_ahead:
+    """`_read_ahead` for CUDA: `(item, dataset[item[2]])` over `items`, decoded by `workers`
+    DataLoader worker processes a few items ahead, the sample's arrays as tensors in pinned memory
+    (so the copies to the GPU do not block). Items are taken in chunks (a fresh loader per chunk)
+    so that the order of a long run is never materialized at once. A load error comes out of
+    `next()` for the item that raised it, as the worker raised it. Use as a context manager."""
+
+    CHUNK = 4096
+
+    def __init__(self, items, dataset, workers: int, depth: int = 2) -> None:
+        self.items, self.dataset, self.workers, self.depth = iter(items), dataset, workers, depth
+        self.chunk: deque = deque()
+        self.loader_iter = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        it, self.loader_iter = self.loader_iter, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def _refill(self) -> bool:
+        import itertools
+        from torch.utils.data import DataLoader
+        from reproduce.evaluate import _CarryErrors
+        self._close()
+        self.chunk = deque(itertools.islice(self.items, self.CHUNK))
+        if not self.chunk:
+            return False
+        picked = _Picked(self.dataset, [item[2] for item in self.chunk])
+        loader = DataLoader(_CarryErrors(picked), batch_size=None, shuffle=False, num_workers=self.workers,
+                            pin_memory=torch.cuda.is_available(), prefetch_factor=self.depth)
+        self.loader_iter = iter(loader)
+        return True
+
+    def __next__(self):
+        from reproduce.evaluate import _Failed
+        if not self.chunk and not self._refill():
+            raise StopIteration
+        item = self.chunk.popleft()
+        sample = next(self.loader_iter)
+        if isinstance(sample, _Failed):
+            raise sample.exc
+        return item, sample
+
+
+class _Picked:
+    """dataset[indices[k]] for k = 0 .. len(indices) - 1 (a map-style dataset for the loader)."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        return self.dataset[self.indices[k]]
 
 
 def _skip(order: Iterator[int], count: int) -> Iterator[int]:

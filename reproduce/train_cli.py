@@ -14,7 +14,7 @@ import click
 import torch
 
 from reproduce import experiments
-from reproduce.cli_options import DEVICE
+from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH
 
 #: Where `fcn train` looks for the ILSVRC classifiers when --init is not given, in order, relative
 #: to --data-root (`fcn data fetch vgg16` / `caffenet` store them as <data root>/weights/<file>). The
@@ -50,8 +50,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 
 @click.command("train")
 @click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("data"),
-              show_default=True, help="Folder holding the datasets (as `fcn data fetch` lays them out).")
+@DATA_ROOT
 @click.option("--init", "init", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Weights to start from (.caffemodel or .pt); twice for late fusion (color, then hha). "
                    "Default: the converted ILSVRC net under data/weights, or the coarser stage's "
@@ -60,10 +59,7 @@ def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) 
 @click.option("--max-iter", type=click.IntRange(min=1), default=None, help="Stop here (default: the experiment's).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory  [default: runs/EXPERIMENT]")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Trunk width multiplier, for tests and smoke runs only: not the paper's nets. "
-                   "Without --init a reduced-width net starts from random trunk weights.  "
-                   "[default: the width the --init file (or the snapshot resumed) records, else 1]")
+@WIDTH
 @click.option("--test-interval", type=click.IntRange(min=1), default=None,
               help="Iterations between test passes (default: the experiment's).")
 @click.option("--snapshot", type=click.IntRange(min=1), default=None,
@@ -91,6 +87,8 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
 
     Writes run.json, log.csv, log.jsonl, test_log.csv, snapshot/iter_N.pt, final.pt and
     metrics.json to the run directory. An interrupted run resumes from its newest checkpoint.
+    --width defaults to what the --init file (or the snapshot resumed) records; a reduced-width
+    net without --init starts from random trunk weights.
 
     SIGINT (Ctrl-C) or SIGTERM: the iteration in progress is finished, a snapshot written and the
     command exits with status 130 (SIGINT) or 143 (SIGTERM), saying how to resume: run the same

@@ -1,4 +1,4 @@
-"""A small protobuf *encoder* for Caffe NetParameter files, used by the tests and the benchmark.
+"""A small protobuf *encoder* for Caffe NetParameter files, used by the tests (bench/ uses the project's writer, weight_convert.caffe_writer).
 
 Written independently of weight_convert (it imports nothing from it), from the field numbers of
 BVLC caffe.proto (docs/caffe-format.md):

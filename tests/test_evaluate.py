@@ -290,18 +290,20 @@ def test_fcn_eval_scores_a_caffemodel_like_the_same_weights_as_pt(tmp_path):
     assert records[0]["per_class_acc"][7] > 0  # the loaded score_fr bias shows: class 7 is predicted
 
 
-def test_fcn_eval_fast_is_opt_in_and_recorded(tmp_path, fresh_weights):
-    """--fast (bf16 autocast) scores the same zero-score net and says so in metrics.json; the
-    default record says fast_mode false."""
+def test_fcn_eval_bf16_is_opt_in_and_recorded(tmp_path, fresh_weights):
+    """--bf16 (bf16 autocast) scores the same zero-score net and says so in metrics.json; the
+    default record says bf16_mode false; the old --fast is refused with a pointer to --bf16."""
     make_voc_dir(tmp_path / "voc", ["a", "b"], [(20, 24), (22, 18)])
     args = ["voc-fcn32s", "--weights", str(fresh_weights), "--data-root", str(tmp_path / "voc"), "--width",
             str(WIDTH), "--workers", "0", "--device", "cpu", "--split", "seg11valid"]
     records = {}
-    for name, extra in (("exact", []), ("fast", ["--fast"])):
+    for name, extra in (("exact", []), ("bf16", ["--bf16"])):
         out = tmp_path / f"{name}.json"
         result = CliRunner().invoke(eval_command, args + extra + ["--out", str(out)])
         assert result.exit_code == 0, result.output
         records[name] = json.loads(out.read_text())
-    assert records["exact"]["fast_mode"] is False
-    assert records["fast"]["fast_mode"] is True and records["fast"]["bf16"] is True
-    assert records["fast"]["scores"]["pixel_acc"] == pytest.approx(records["exact"]["scores"]["pixel_acc"])
+    assert records["exact"]["bf16_mode"] is False and "fast_mode" not in records["exact"]
+    assert records["bf16"]["bf16_mode"] is True and records["bf16"]["bf16"] is True
+    assert records["bf16"]["scores"]["pixel_acc"] == pytest.approx(records["exact"]["scores"]["pixel_acc"])
+    old = CliRunner().invoke(eval_command, args + ["--fast", "--out", str(tmp_path / "old.json")])
+    assert old.exit_code == 2 and "renamed --bf16" in old.output and not (tmp_path / "old.json").exists()

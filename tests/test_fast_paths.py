@@ -1,4 +1,4 @@
-"""The default (fast) path computes what the plain build computes, and the opt-in fast mode stays close.
+"""The default (fast) path computes what the plain build computes, and the opt-in bf16 mode stays close.
 
 `nets.build(name)` runs the fast kernels of nets/fast.py (channels_last, packed oneDNN convolutions
 with fused ReLU for inference, fc6 / fc7 as matrix products, diagonal deconvolutions as depthwise
@@ -290,23 +290,23 @@ def test_matrix_product_convolution_matches_conv2d(n, c, h, w, o, k, bias, dtype
         assert rel(nf.fc_conv(layer, x), yb) <= TOL
 
 
-def test_fast_mode_deviation_is_bounded():
-    from reproduce.fast import FastModeNet, fast_mode
+def test_bf16_mode_deviation_is_bounded():
+    from reproduce.bf16 import Bf16Net, bf16_mode
 
     fast, _ = pair("voc-fcn8s")
     fast.eval()
     xs = inputs(fast, 64, 48)
     with torch.inference_mode():
         exact = fast(*xs)
-        runner = fast_mode(fast, compile=False)
+        runner = bf16_mode(fast, compile=False)
         approx = runner(*xs)
-    assert isinstance(runner, FastModeNet) and "not Caffe-exact" in runner.describe()
+    assert isinstance(runner, Bf16Net) and "not Caffe-exact" in runner.describe()
     assert approx.dtype == torch.float32 and approx.shape == exact.shape
     deviation = rel(approx, exact)
     assert 0 < deviation < 0.05  # bfloat16 really ran, and stayed within a few percent
     assert (approx.argmax(1) == exact.argmax(1)).float().mean() > 0.9
     with pytest.raises(ValueError, match="eval"):
-        fast_mode(fast.train(), freeze=True)
+        bf16_mode(fast.train(), freeze=True)
 
 
 @pytest.mark.parametrize("name", ["voc-fcn8s", "nyud-fcn16s-color-hha"])

@@ -83,20 +83,22 @@ def caffemodels(tmp_path_factory) -> dict[str, pathlib.Path]:
     return out
 
 
-def load_net(name: str, caffemodel: pathlib.Path) -> torch.nn.Module:
-    """nets.build at the goldens' width, with Caffe's weights loaded by the project's converter."""
+def load_net(name: str, caffemodel: pathlib.Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """nets.build at the goldens' width, with Caffe's weights loaded by the project's converter, on `device`
+    (tests/test_cuda.py runs these helpers on CUDA)."""
     from weight_convert import load_caffemodel
 
     net = nets.build(name, width=MANIFEST["experiments"][name]["width"])
     load_caffemodel(net, caffemodel, strict=True)
-    return net.eval()  # Caffe TEST phase: Dropout is the identity, as in the goldens
+    return net.to(device).eval()  # Caffe TEST phase: Dropout is the identity, as in the goldens
 
 
-def inputs_of(net: torch.nn.Module, name: str, requires_grad: bool = False) -> list[torch.Tensor]:
+def inputs_of(net: torch.nn.Module, name: str, requires_grad: bool = False,
+              device: str | torch.device = "cpu") -> list[torch.Tensor]:
     g = golden(name)
     assert tuple(net.inputs) == tuple(MANIFEST["experiments"][name]["data_inputs"]), \
         f"{name}: net.inputs {net.inputs} != Caffe's input blobs {MANIFEST['experiments'][name]['data_inputs']}"
-    return [torch.from_numpy(g[f"input/{b}"].copy()).requires_grad_(requires_grad) for b in net.inputs]
+    return [torch.from_numpy(g[f"input/{b}"].copy()).to(device).requires_grad_(requires_grad) for b in net.inputs]
 
 
 def scores_of(net: torch.nn.Module, name: str, out) -> dict[str, torch.Tensor]:
@@ -117,6 +119,7 @@ def losses_of(name: str, scores: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     out = {}
     for loss, spec in MANIFEST["experiments"][name]["losses"].items():
         label = torch.from_numpy(g[f"label/{spec['label']}"][:, 0].astype(np.int64))  # N x H x W
+        label = label.to(scores[spec["score"]].device)
         out[loss] = softmax_with_loss(scores[spec["score"]], label, normalize=spec["normalize"], ignore_label=255)
     return out
 
@@ -188,32 +191,33 @@ def forward_with_probes(net: torch.nn.Module, name: str, xs: list[torch.Tensor])
     return out, captured
 
 
-def forward_errors(name: str, caffemodel: pathlib.Path) -> dict[str, float]:
+def forward_errors(name: str, caffemodel: pathlib.Path, device: str | torch.device = "cpu") -> dict[str, float]:
     """Relative error of every intermediate blob and score blob against Caffe's."""
-    net = load_net(name, caffemodel)
+    net = load_net(name, caffemodel, device)
     g = golden(name)
     with torch.no_grad():
-        out, blobs = forward_with_probes(net, name, inputs_of(net, name))
+        out, blobs = forward_with_probes(net, name, inputs_of(net, name, device=device))
     errors = {blob: rel_err(blobs[blob], g[f"blob/{blob}"]) for blob in MANIFEST["experiments"][name]["probes"]}
     for blob, score in scores_of(net, name, out).items():
         errors[blob] = rel_err(score, g[f"score/{blob}"])
     # the hooks above keep the trunk on the default path (nets/region.py); without them the
     # default build runs the region forward, whose scores must match Caffe's as well
     with torch.no_grad():
-        out = net(*inputs_of(net, name))
+        out = net(*inputs_of(net, name, device=device))
     for blob, score in scores_of(net, name, out).items():
         errors[f"{blob} (region forward)"] = rel_err(score, g[f"score/{blob}"])
     return errors
 
 
-def loss_and_gradient_errors(name: str, caffemodel: pathlib.Path) -> tuple[dict[str, float], dict[str, float]]:
+def loss_and_gradient_errors(name: str, caffemodel: pathlib.Path,
+                             device: str | torch.device = "cpu") -> tuple[dict[str, float], dict[str, float]]:
     """({score blob or loss layer: relative error}, {"d/d <input>" or parameter: gradient's relative error}).
 
     The scores are compared here too: with gradients enabled the nets take their plain (not fast) path.
     """
-    net = load_net(name, caffemodel)
+    net = load_net(name, caffemodel, device)
     g = golden(name)
-    xs = inputs_of(net, name, requires_grad=True)
+    xs = inputs_of(net, name, requires_grad=True, device=device)
     scores = scores_of(net, name, net(*xs))
     losses = losses_of(name, scores)
     loss_errors = {l: rel_err(v, g[f"loss/{l}"]) for l, v in losses.items()}
@@ -227,19 +231,19 @@ def loss_and_gradient_errors(name: str, caffemodel: pathlib.Path) -> tuple[dict[
     return loss_errors, errors
 
 
-def sgd_errors(name: str, run: str, caffemodel: pathlib.Path) -> dict[str, float]:
+def sgd_errors(name: str, run: str, caffemodel: pathlib.Path, device: str | torch.device = "cpu") -> dict[str, float]:
     """Relative errors after the golden's SGD steps with reproduce.solver.CaffeSGD: the per-step losses
     ("loss <layer> per step") and every learnable parameter. Asserts that lr_mult 0 blobs stay put."""
     from reproduce.solver import CaffeSGD
 
     settings = MANIFEST["experiments"][name][run]
     g = golden(name)
-    net = load_net(name, caffemodel)
+    net = load_net(name, caffemodel, device)
     frozen = {p: v.detach().clone() for p, v in net.named_parameters() if p not in learnable(name)}
     solver = CaffeSGD(net, base_lr=settings["base_lr"], momentum=settings["momentum"],
                       weight_decay=settings["weight_decay"], iter_size=settings["iter_size"],
                       lr_policy=settings["lr_policy"])
-    xs = inputs_of(net, name)
+    xs = inputs_of(net, name, device=device)
     step_losses: dict[str, list[float]] = {l: [] for l in MANIFEST["experiments"][name]["losses"]}
     for _ in range(settings["steps"]):
         solver.zero_grad()

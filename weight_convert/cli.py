@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 import nets
+from reproduce.cli_options import WIDTH
+from . import record
 from .convert import BASE_NETS, convert, describe_layers
 from .errors import CaffeFormatError, WeightMismatchError
 from .provenance import describe
@@ -54,12 +56,11 @@ class ConvertError(click.ClickException):
                    "its classifiers dropped).")
 @click.option("--hha", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Late-fusion nets: the HHA FCN-32s (SRC is then the colour FCN-32s).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Trunk width multiplier of --net (reduced-width nets for tests).")
+@WIDTH
 @click.option("--list", "list_layers", is_flag=True, help="Print SRC's layers, types and blob shapes.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists (never SRC or --hha).")
 def main(src: Path, dst: Path | None, net_name: str | None, from_name: str | None, hha: Path | None,
-         width: float, list_layers: bool, force: bool) -> None:
+         width: float | None, list_layers: bool, force: bool) -> None:
     """Convert the Caffe weights in SRC (.caffemodel, or a converted .pt) to DST (.pt, .h5 or .npz)."""
     if dst is None and not list_layers:
         raise click.UsageError("missing DST (or use --list)")
@@ -79,6 +80,10 @@ def main(src: Path, dst: Path | None, net_name: str | None, from_name: str | Non
                 click.echo(line)
             if dst is None:
                 return
+        try:  # --width left out: the width SRC's record says (a converted .pt), else full width
+            width = record.resolve(record.read(src), src, width=width, check_net=False).width
+        except ValueError as e:  # a record that is not valid, or contradicts --width
+            raise ConvertError(str(e)) from None
         result = convert(src, dst, net_name=net_name, from_name=from_name, width=width, hha=hha,
                          on_report=lambda report: click.echo("\n".join(report.lines())))
     except (CaffeFormatError, WeightMismatchError) as e:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from reproduce import cli_options
+from reproduce.cli_options import DEFAULT_DATA_ROOT
 from .checksums import forget_recorded, recorded_checksums
 from .deep_check import DEEP_READERS, PROGRESS_EVERY
 from .download import FetchError
@@ -18,12 +20,8 @@ from .layout_check import check_names, check_source
 from .sources import (NO_OFFICIAL_CHECKSUM, SOURCES, SourcesOverrideError, get_source, override_path, registry,
                       sources_as_json)
 
-DEFAULT_DATA_ROOT = "data"
-
-data_root_option = click.option(
-    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_ROOT,
-    envvar="FCN_DATA_ROOT", show_default=True,
-    help="Folder holding the datasets (each in <data-root>/<name>/) and weights/ (env FCN_DATA_ROOT).")
+#: `fcn data fetch` creates the data root, so it need not exist yet.
+data_root_option = cli_options.data_root_option(must_exist=False)
 
 
 def _data_root_arg(data_root: Path) -> str:

@@ -1,4 +1,7 @@
-"""The opt-in `--fast` mode: bfloat16 autocast and torch.compile. NOT Caffe-exact; off by default.
+"""The opt-in bf16 mode (`fcn eval --bf16`): bfloat16 autocast and torch.compile. NOT Caffe-exact; off by default.
+
+"fast" in this project means `nets.fast` only: the default path's kernels, exact to float32. This
+mode is named for what it does instead (it was `--fast` / reproduce/fast.py before).
 
 Everything else in fcn-repro computes in float32 as Caffe does (the nets' default kernels, see
 `nets.fast`, agree with the plain float32 layers to about 1e-6). This mode trades that for speed:
@@ -12,12 +15,12 @@ Everything else in fcn-repro computes in float32 as Caffe does (the nets' defaul
   weights into the compiled graph and prepacks them. Weights changed afterwards are NOT seen,
   so never use it while training or before the weights are loaded.
 
-    >>> from reproduce.fast import fast_mode
-    >>> runner = fast_mode(net, freeze=True)   # after loading the weights
+    >>> from reproduce.bf16 import bf16_mode
+    >>> runner = bf16_mode(net, freeze=True)   # after loading the weights
     >>> scores = runner(data)                  # float32 outputs, computed in bfloat16
 
 Results produced this way are not comparable to Caffe's to float32 precision; record that they
-were made with `--fast` (`FastModeNet.describe()`).
+were made with `--bf16` (`Bf16Net.describe()`, `settings_record`).
 """
 from __future__ import annotations
 
@@ -28,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FastModeSettings", "FastModeNet", "fast_mode"]
+__all__ = ["Bf16Settings", "Bf16Net", "bf16_mode", "settings_record"]
 
 
 @dataclass(frozen=True)
-class FastModeSettings:
-    """What `--fast` turns on. bf16: bfloat16 autocast; compile: torch.compile; freeze: inductor
+class Bf16Settings:
+    """What `--bf16` turns on. bf16: bfloat16 autocast; compile: torch.compile; freeze: inductor
     freezing (inference of fixed weights only)."""
 
     bf16: bool = True
@@ -41,15 +44,15 @@ class FastModeSettings:
     freeze: bool = False
 
 
-class FastModeNet(nn.Module):
-    """Runs a nets module in fast mode; outputs are cast back to float32.
+class Bf16Net(nn.Module):
+    """Runs a nets module in bf16 mode; outputs are cast back to float32.
 
     Holds the wrapped net as `.net` (save `.net.state_dict()`, not this module's: the wrapper
     adds a "net." prefix). Copies the attributes the rest of the code reads (inputs,
     crop_offsets, caffe_name, heads).
     """
 
-    def __init__(self, net: nn.Module, settings: FastModeSettings) -> None:
+    def __init__(self, net: nn.Module, settings: Bf16Settings) -> None:
         super().__init__()
         self.net = net
         self.settings = settings
@@ -60,10 +63,10 @@ class FastModeNet(nn.Module):
         object.__setattr__(self, "_runner", compiled)  # not a registered submodule: no duplicate state
 
     def describe(self) -> str:
-        """One line for run records, e.g. 'fast mode: bf16 autocast, torch.compile (not Caffe-exact)'."""
+        """One line for run records, e.g. 'bf16 mode: bf16 autocast, torch.compile (not Caffe-exact)'."""
         parts = [name for name, on in (("bf16 autocast", self.settings.bf16), ("torch.compile", self.settings.compile),
                                        ("inductor freezing", self.settings.freeze)) if on]
-        return f"fast mode: {', '.join(parts) or 'nothing'} (not Caffe-exact)"
+        return f"bf16 mode: {', '.join(parts) or 'nothing'} (not Caffe-exact)"
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         device_type = inputs[0].device.type
@@ -78,20 +81,20 @@ class FastModeNet(nn.Module):
         return out.float()
 
 
-def fast_mode(net: nn.Module, *, bf16: bool = True, compile: bool = True, freeze: bool = False) -> FastModeNet:
-    """Wrap `net` (a `nets.build` module) for the opt-in fast mode; see the module docstring.
+def bf16_mode(net: nn.Module, *, bf16: bool = True, compile: bool = True, freeze: bool = False) -> Bf16Net:
+    """Wrap `net` (a `nets.build` module) for the opt-in bf16 mode; see the module docstring.
 
     The wrapped net keeps its parameters (training through the wrapper updates them, unless
     `freeze`). Call after loading weights when `freeze=True`.
     """
     if freeze and net.training:
         raise ValueError("freeze=True bakes the weights into an inference graph: call net.eval() first "
-                         "(and never train through a frozen fast-mode net)")
-    return FastModeNet(net, FastModeSettings(bf16=bf16, compile=compile, freeze=freeze))
+                         "(and never train through a frozen bf16-mode net)")
+    return Bf16Net(net, Bf16Settings(bf16=bf16, compile=compile, freeze=freeze))
 
 
 def settings_record(runner: nn.Module) -> dict:
-    """The fast-mode settings of `runner` for a run record ({"fast_mode": False} for a plain net)."""
-    if isinstance(runner, FastModeNet):
-        return {"fast_mode": True, **asdict(runner.settings)}
-    return {"fast_mode": False}
+    """The bf16-mode settings of `runner` for a run record ({"bf16_mode": False} for a plain net)."""
+    if isinstance(runner, Bf16Net):
+        return {"bf16_mode": True, **asdict(runner.settings)}
+    return {"bf16_mode": False}

@@ -1,18 +1,18 @@
-"""The opt-in fast mode (reproduce/fast.py) against the exact path, in this process.
+"""The opt-in bf16 mode (reproduce/bf16.py, `fcn eval --bf16`) against the exact path, in this process.
 
-Run: `.venv/bin/python -m bench.case_fast_mode --out x.json`.
+Run: `.venv/bin/python -m bench.case_bf16_mode --out x.json`.
 
 On voc-fcn8s with random-ish weights (bench.common.random_net) and one 1 x 3 x 500 x 500 input:
 - exactness of the default path: the fast kernels (nets.build default) against the plain build,
   max |difference| / max |plain score|;
-- fast mode, two settings: bfloat16 autocast alone (eager), and bfloat16 + torch.compile +
+- bf16 mode, two settings: bfloat16 autocast alone (eager), and bfloat16 + torch.compile +
   inductor freezing (inference); for each: first-call time (the compile, with an empty inductor
   cache when bench/run.py sets TORCHINDUCTOR_CACHE_DIR), median forward time, the max logit
   difference to the exact path (absolute and relative to the exact scores' max |value|) and the
   fraction of pixels whose argmax class agrees;
 - on the three VOC sample images (reproduce/samples/voc), exact vs bfloat16 eager (the
   compiled runner would recompile for each image size): mean IU against the labels through
-  reproduce.evaluate (with random weights both are near 0 and mean nothing), and the fast
+  reproduce.evaluate (with random weights both are near 0 and mean nothing), and the bf16
   mode's argmax scored against the exact path's (pixel accuracy, mean IU in percent): how far
   bfloat16 moves the decisions.
 """
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     threads = set_threads()
     from nets.fast import set_fast
-    from reproduce.fast import fast_mode
+    from reproduce.bf16 import bf16_mode
 
     net = random_net(NET, fast=True).eval()
     (x,) = inputs_for(net, args.size)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode():
         record["exact"] = timed(lambda: net(x), warmup=args.warmup, runs=args.runs)
     for key, kw in settings.items():
-        runner = fast_mode(net, **kw)
+        runner = bf16_mode(net, **kw)
         with torch.no_grad():  # inductor freezing applies to no-grad graphs
             t0 = time.perf_counter()
             out = runner(x)
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
     from reproduce.evaluate import evaluate
     exp = experiments.get(NET)
     dataset = open_dataset("voc", VOC_FIXTURE, "sample")
-    eager = fast_mode(net, compile=False)
+    eager = bf16_mode(net, compile=False)
     exact_iu = evaluate(net, exp, dataset, progress=False)["scores"]["mean_iu"]
-    fast_iu = evaluate(eager, exp, dataset, progress=False)["scores"]["mean_iu"]
-    # The fast mode's predictions scored against the exact path's (as if those were the labels).
+    bf16_iu = evaluate(eager, exp, dataset, progress=False)["scores"]["mean_iu"]
+    # The bf16 mode's predictions scored against the exact path's (as if those were the labels).
     hist = np.zeros((21, 21), dtype=np.int64)
     with torch.inference_mode():
         for i in range(len(dataset)):
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     agree = metrics.scores(hist)
     record["voc_samples"] = {
         "images": len(dataset), "weights": "random-ish (bench.common.random_net)",
-        "mean_iu_vs_labels": {"exact": exact_iu, "bf16_eager": fast_iu, "difference": fast_iu - exact_iu},
+        "mean_iu_vs_labels": {"exact": exact_iu, "bf16_eager": bf16_iu, "difference": bf16_iu - exact_iu},
         "bf16_eager_vs_exact_predictions": {"pixel_acc": agree["pixel_acc"], "mean_iu": agree["mean_iu"]},
     }
     record["peak_rss_mib"] = peak_rss_mib()
