@@ -197,6 +197,10 @@ def render(results: dict, run: dict) -> str:
                   "nets switch TF32 off for convolutions and matmuls (`nets.fast.exact_cuda_math`), and "
                   "`bench.run` adds GPU forward and training-step cases for voc-fcn8s when a GPU is present.", ""]
     lines += ["## Region forward (`nets/region.py`)", "", *region_lines(results.get("region")), ""]
+    if "train_profile" in results:
+        from bench.case_train_profile import markdown_lines
+        lines += ["## Training step profile (`bench/case_train_profile.py`)", "",
+                  *markdown_lines(results.get("train_profile")), ""]
     ev = results.get("eval") or {}
     lines += ["## Evaluation throughput (`reproduce.evaluate`, data loading and metrics included)", ""]
     if ev.get("fast") and ev.get("plain"):
@@ -221,7 +225,8 @@ def render(results: dict, run: dict) -> str:
     if run.get("skipped_for_time"):
         lines += ["## Skipped for time", "", "Not run because the time budget "
                   f"({run['budget_s']:.0f} s) was used up: " + ", ".join(run["skipped_for_time"]) + ".", ""]
-    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, bf16_mode.json, run.json.", ""]
+    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, train_profile.json, "
+              "bf16_mode.json, run.json.", ""]
     return "\n".join(lines)
 
 
