@@ -12,7 +12,8 @@ and puts its table in summary.md.
   after.
 - by layer: one more step of the default build under torch.profiler; the backward's operators
   grouped by the layer they belong to (convolution backward ops are matched to layers by their
-  weight shape, the other operators listed by name), self CPU time in seconds.
+  input and weight shapes, so layers alike in both are named together; the other operators listed
+  by name), self time in seconds.
 """
 from __future__ import annotations
 
@@ -101,8 +102,8 @@ def _layer_of(shapes: dict[tuple, str], input_shapes: list) -> str | None:
 
 
 def profile_backward(exp, net, xs, solver, label) -> dict:
-    """Self CPU seconds of the backward's operators, by layer where the operator has a weight
-    (fc6 / fc7 run their products as oneDNN 1x1 convolutions: `aten::mkldnn_convolution`)."""
+    """Self seconds (as the autograd thread ran them) of the backward's operators, by layer where
+    the operator has a weight (fc6 / fc7 run their products as oneDNN 1x1 convolutions: `aten::mkldnn_convolution`)."""
     from torch.profiler import ProfilerActivity, profile
 
     from reproduce.loss import softmax_with_loss
@@ -186,8 +187,9 @@ def markdown_lines(r: dict | None) -> list[str]:
     prof = r.get("backward_profile_fast")
     if prof:
         lines += ["", f"Backward of the default build by layer (torch.profiler, self CPU seconds, one step; "
-                      f"total {prof['total_self_s']:.2f} s, {prof['wall_s']:.2f} s wall under the profiler; CPU seconds of all threads' operators, so more "
-                      "than the wall time when they overlap):", "",
+                      f"total {prof['total_self_s']:.2f} s, {prof['wall_s']:.2f} s wall under the profiler; "
+                      "each operator's "
+                      "time as the autograd thread ran it, its intra-op threads not added):", "",
                   "| layer / operator | self CPU s |", "|---|---:|"]
         for k, v in list(prof["by_layer"].items())[:24]:
             lines.append(f"| {k} | {v:.3f} |")

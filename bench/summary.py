@@ -238,3 +238,31 @@ def write_summary(out_dir: Path, results: dict[str, Any], run: dict) -> str:
     tmp.write_text(text)
     os.replace(tmp, out_dir / "summary.md")
     return text
+
+
+def load_results(out_dir: Path) -> tuple[dict[str, Any], dict]:
+    """The results and run record that `bench.run` wrote into out_dir, read back from its files
+    (nets.json, eval.json, region.json, train_profile.json, bf16_mode.json, run.json)."""
+    import json
+
+    def read(name: str) -> Any:
+        path = out_dir / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    results: dict[str, Any] = dict(read("nets.json") or {})
+    for key, name in (("eval", "eval.json"), ("region", "region.json"), ("train_profile", "train_profile.json"),
+                      ("bf16_mode", "bf16_mode.json")):
+        value = read(name)
+        if value is not None:
+            results[key] = value
+    run = read("run.json")
+    if run is None:
+        raise FileNotFoundError(f"{out_dir / 'run.json'}: no bench run recorded there (run make bench)")
+    return results, run
+
+
+if __name__ == "__main__":  # python -m bench.summary [DIR]: summary.md again from DIR's files
+    import sys
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench")
+    write_summary(directory, *load_results(directory))
+    print(f"wrote {directory / 'summary.md'}")
