@@ -6,13 +6,10 @@ layers do, forward, argmax, and write the VOC-palette prediction and an input | 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import click
 import numpy as np
 import torch
 from PIL import Image
@@ -23,7 +20,8 @@ from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
 from reproduce.datasets.nyud import log_depth
 from reproduce.experiments import Experiment
 from reproduce.palette import colorize, label_image
-from reproduce.atomic import atomic_file
+from reproduce.atomic import atomic_file, save_png_atomic
+from reproduce.progress_bar import progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # weights
@@ -38,16 +36,6 @@ def load_net(experiment: Experiment, weights: str | os.PathLike, *, width: float
     import nets
     net, loaded = nets.open_weights(weights, net=experiment.name, width=width)
     return net.to(device).eval(), loaded.iteration
-
-
-@contextlib.contextmanager
-def progress_bar(items: Iterable, label: str, *, show: bool = True, length: int | None = None) -> Iterator[Iterable]:
-    """`click.progressbar` on stderr when `show`, else the items as they are."""
-    if not show:
-        yield items
-        return
-    with click.progressbar(items, label=label, length=length, file=sys.stderr) as bar:
-        yield bar
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,13 +115,6 @@ def side_by_side(images: Sequence[Image.Image], *, gap: int = 4, background=(255
         canvas.paste(im.convert("RGB"), (x, 0))
         x += im.width + gap
     return canvas
-
-
-def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Save `image` as PNG at `path` via a temp file in the same folder and os.replace."""
-    with atomic_file(path) as f:
-        image.save(f, format="PNG")
-    return Path(path)
 
 
 def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike], *,

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from reproduce.metrics import read_metrics_json, write_text_atomic
+from reproduce.atomic import write_text_atomic
+from reproduce.metrics import read_metrics_json
 from reproduce.paper import PaperColumn, PaperRow, PaperTable, load_paper_tables
 
 DEFAULT_TOLERANCE = 1.0

@@ -25,7 +25,8 @@ import click
 import numpy as np
 from PIL import Image
 
-from reproduce.metrics import SCORE_KEYS, fast_hist, scores, write_json_atomic, write_text_atomic
+from reproduce.atomic import write_json_atomic, write_text_atomic
+from reproduce.metrics import SCORE_KEYS, fast_hist, scores
 
 PAPER_FACTORS = (4, 8, 16, 32, 64, 128)
 VOC_NUM_CLASSES = 21
