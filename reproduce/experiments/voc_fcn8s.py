@@ -13,17 +13,17 @@ EXPERIMENT = Experiment(
     loss_normalize=False, seed=1337,
     paper={
         "README": as_expected("REPO README.md", "seg11valid", [None, None, 65.5, None]),
-        "README-test": as_expected("REPO README.md (seg12test) and PAMI abstract", "voc2012-test",
+        "README-test": as_expected("REPO README.md (seg12test) and PAMI abstract", "seg12test",
                                    [None, None, 67.2, None]),
         "PAMI": as_expected("PAMI seg11valid table (recalled), FCN-8s-staged", "seg11valid",
                             [91.2, 77.6, 65.5, 84.5], unverified=True),  # UNVERIFIED (facts 5g)
-        "PAMI-test2011": as_expected("PAMI VOC test table (recalled), FCN-8s-heavy", "voc2011-test",
+        "PAMI-test2011": as_expected("PAMI VOC test table (recalled), FCN-8s-heavy", "seg11test",
                                      [None, None, 67.5, None], unverified=True),  # UNVERIFIED (facts 5g)
         "WK": as_expected("WK README (third party, released fcn8s-heavy-pascal.caffemodel)", "seg11valid",
                           [91.23, 77.61, 65.51, 84.55]),
         "CVPR-T2": as_expected("CVPR Table 2", "seg11valid", [90.3, 75.9, 62.7, 83.2],
                                note="CVPR recipe: minibatch 20, momentum 0.9; not this solver"),
-        "CVPR-T3": as_expected("CVPR Table 3", "voc2012-test", [None, None, 62.2, None],
+        "CVPR-T3": as_expected("CVPR Table 3", "seg12test", [None, None, 62.2, None],
                                note="CVPR model (62.7 on VOC2011 test); the heavy model reaches 67.2"),
     },
     notes=(staged_note("voc-fcn16s"),
