@@ -81,9 +81,12 @@ def _summary(record: dict) -> str:
               help="Opt-in bf16 mode: bfloat16 autocast (reproduce/bf16.py). NOT Caffe-exact; recorded in "
                    "metrics.json (bf16_mode). Off by default.")
 @click.option("--fast", is_flag=True, hidden=True, expose_value=False, callback=_renamed_fast)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show progress on stderr: a bar on a terminal, else a line every $FCN_PROGRESS_SECONDS "
+                   "(default 30) seconds with images done, images/s and ETA.")
 def eval_command(experiment: str, weights: Path, data_root: Path, split: str | None, device: torch.device, out: Path,
                  limit: int | None, width: float | None, workers: int, iteration: int | None,
-                 export_dir: Path | None, voc_year: str, comp: str, bf16: bool) -> None:
+                 export_dir: Path | None, voc_year: str, comp: str, bf16: bool, progress: bool) -> None:
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss.
     --data-root may also be the dataset's own folder."""
@@ -99,11 +102,12 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
             test_split = split or "test"
             images = VOCTestImages(find_voc_dir(data_root, int(voc_year), test_split), test_split)
             archive = export_voc_test(net, exp, images, export_dir, year=int(voc_year), comp=comp, device=device,
-                                      limit=limit, num_workers=workers)
+                                      limit=limit, num_workers=workers, progress=progress)
             click.echo(f"wrote {min(limit or len(images), len(images))} predictions and {archive}")
             return
         dataset = exp.open_split(data_root, "val", split=split)
         record = evaluate(net, exp, dataset, device=device, limit=limit, num_workers=workers, weights=weights,
+                          progress=progress,
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None

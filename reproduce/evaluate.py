@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from reproduce import metrics
 from reproduce.device import resolve_device
 from reproduce.experiments import Experiment
+from reproduce.progress import Progress, track
 from reproduce.loss import softmax_with_loss
 from reproduce.palette import label_image
 from reproduce.atomic import atomic_file, save_png_atomic
-from reproduce.progress_bar import progress_bar
 
 GEO_CLASSES = 3  # SIFT Flow geometric head: sky, horizontal, vertical
 
@@ -123,8 +123,9 @@ def evaluate(net: torch.nn.Module, experiment: Experiment, dataset: Dataset, *,
         accumulators.append(metrics.MetricsAccumulator(classes[1]))
     loader, n = _loader(dataset, limit, num_workers, pin=device.type == "cuda")
     net.eval()
-    with torch.inference_mode(), progress_bar(loader, f"eval {experiment.name}", show=progress, length=n) as bar:
-        for sample in _samples(bar):
+    bar = Progress(f"eval {experiment.name}", n, unit="image", show=progress)
+    with torch.inference_mode(), bar:
+        for sample in _samples(track(loader, bar)):
             inputs = [t.to(device, non_blocking=True) for t in experiment.net_inputs(sample)]
             labels = experiment.net_labels(sample)
             scores = experiment.net_scores(net(*inputs))
@@ -213,9 +214,9 @@ def export_voc_test(net: torch.nn.Module, experiment: Experiment, dataset: VOCTe
     num_classes = head_classes(experiment)[0]
     members: list[Path] = []
     net.eval()
-    with torch.inference_mode(), progress_bar(loader, f"export VOC{year} {dataset.split}", show=progress,
-                                              length=n) as bar:
-        for i, sample in enumerate(_samples(bar)):
+    bar = Progress(f"export VOC{year} {dataset.split}", n, unit="image", show=progress)
+    with torch.inference_mode(), bar:
+        for i, sample in enumerate(_samples(track(loader, bar))):
             score = experiment.net_scores(net(*[t.to(device) for t in experiment.net_inputs(sample)]))[0]
             if score.shape[1] != num_classes:
                 raise ValueError(f"{experiment.name}: score has {score.shape[1]} channels, expected {num_classes}")

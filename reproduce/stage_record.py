@@ -4,9 +4,15 @@
 
 Every `make reproduce-*` recipe (fetch, convert, train, evaluate) runs through this, so each run
 directory says what its stage took. RECORD.json holds one entry per attempt (a stage killed and
-rerun has two): a "running" entry is written before the command starts and completed when it
-ends, so an attempt that was killed stays visible as "running" and is marked "ended without a
-record" by the next attempt. The exit status of CMD is this command's exit status.
+rerun has two): a "running" entry is written before the command starts (or, when the record's
+folder does not exist yet, as soon as the command has created it) and completed when it ends, so
+an attempt that was killed stays visible as "running" and is marked "ended without a record" by
+the next attempt. The exit status of CMD is this command's exit status.
+
+Signals: SIGINT (Ctrl-C reaches the command itself, which is in the same process group) is
+ignored while the command runs, and SIGTERM is passed on to it, so that `fcn train` can finish
+its iteration and write a snapshot (reproduce.stop_signals) instead of being killed with this
+wrapper; the command's exit status (130, 143) is returned as usual.
 
 Fields of an attempt: started (UTC), wall_seconds, peak_rss_mib (the largest resident set of the
 command and its descendants, from getrusage(RUSAGE_CHILDREN); MiB = 2**20 bytes), exit_status,
@@ -19,7 +25,9 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
+import threading
 import sys
 import time
 from datetime import datetime, timezone
@@ -89,14 +97,25 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
                "free_disk_bytes_before": _free(disks[0]) if disks else None}
     attempts.append(attempt)
     # A stage whose command fails before creating its folder (a run directory) leaves no folder behind.
-    if record.parent.is_dir():
+    written = record.parent.is_dir()
+    if written:
         _write(record, stage, attempts)
     start = time.monotonic()
     try:
-        status = subprocess.call(list(command))
+        proc = subprocess.Popen(list(command))
     except OSError as exc:
         print(f"stage {stage}: cannot run {command[0]!r}: {exc}", file=sys.stderr)
         status = 127
+    else:
+        with _passing_signals_to(proc):
+            while True:
+                try:
+                    status = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if not written and record.parent.is_dir():  # the command made its folder
+                        _write(record, stage, attempts)
+                        written = True
     attempt.update({
         "status": "finished" if status == 0 else "failed",
         "exit_status": status,
@@ -108,6 +127,27 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
     if record.parent.is_dir():
         _write(record, stage, attempts)
     return status
+
+
+class _passing_signals_to:
+    """While active (main thread only): SIGINT ignored (the terminal sends it to the child too),
+    SIGTERM sent on to `proc`; the previous handlers restored on exit."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.previous = proc, {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
+
+    def _forward(self, signum, frame) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

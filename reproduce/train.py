@@ -68,8 +68,10 @@ import torch
 
 from reproduce import checkpoint, distributed
 from reproduce.loss import check_labels, softmax_with_loss
+from reproduce.progress import Progress
 from reproduce.run_lock import RunLock, RunLockedError
 from reproduce.solver import CaffeSGD
+from reproduce.stop_signals import StopSignals, TrainingInterrupted
 
 DISPLAY = 20  # every reference solver.prototxt: display: 20
 AVERAGE_LOSS = 20  # every reference solver.prototxt: average_loss: 20
@@ -100,8 +102,13 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
     display: log every `display` iterations (Caffe's display). keep_snapshots: newest checkpoints
         kept (0 = all). resume: continue from the newest checkpoint in `out_dir/snapshot`; with
         resume=False an `out_dir` holding checkpoints is an error.
+    progress: the progress bar on a terminal, else a line every $FCN_PROGRESS_SECONDS (default 30)
+        seconds (`reproduce.progress`), for training and its test passes; False: neither.
     The run directory is locked for the whole call (`reproduce.run_lock`): RunLockedError, naming
     the process holding it, if another trainer uses it.
+    SIGINT / SIGTERM while resuming or training (`reproduce.stop_signals`, main thread only): the
+    iteration in progress is finished, a snapshot written (all processes stop at the same
+    iteration) and TrainingInterrupted raised; rerunning resumes from that snapshot.
     Raises NonFiniteLossError (the message names the iteration and image) if the loss is not finite.
     """
     if isinstance(experiment, str):
@@ -115,8 +122,13 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
                          display=display, keep_snapshots=keep_snapshots, progress=progress, width=width)
     with _locked(Path(out_dir), ctx):
         run = _open_run(experiment, ctx, Path(out_dir), settings, data_root, train_dataset, val_dataset)
-        _resume_or_start(run, resume=resume, init=init, command=command, data_root=data_root)
-        _train_loop(run)
+        with StopSignals("fcn train") as stop:
+            run.stop = stop
+            _resume_or_start(run, resume=resume, init=init, command=command, data_root=data_root)
+            _train_loop(run)
+        if run.stopped_at is not None:
+            distributed.shutdown(ctx)
+            raise TrainingInterrupted(run.stop_signum, run.stopped_at, run.last_good)
         _finish(run)
     distributed.shutdown(ctx)
     return run.out
@@ -162,6 +174,10 @@ class _Run:
     session_start: float = 0.0  # time.monotonic() - elapsed when this session's loop began
     last_good: Path | None = None  # the newest checkpoint written (or resumed from)
     metrics: dict | None = None  # the last test pass of this session
+    stop: StopSignals | None = None  # SIGINT / SIGTERM seen by this process
+    stopped_at: int | None = None  # the iteration all processes agreed to stop after
+    stop_signum: int = 15  # the signal the processes stopped on (SIGTERM if they got different ones)
+    lr: float | None = None  # the learning rate of the last update
     # CUDA: (iteration, per-image loss tensors on the GPU, (position, index) per image), not yet read
     pending: list = field(default_factory=list)
 
@@ -253,6 +269,11 @@ def _resume_or_start(run: _Run, *, resume: bool, init, command, data_root) -> No
         checkpoint.set_rng_state({k: v[saved_rank] for k, v in state["rng"].items()})
         run.losses.extend(state["display_losses"])
         run.elapsed, run.last_good = float(state["elapsed_seconds"]), latest
+        if ctx.is_main:
+            done, total = run.solver.iteration, run.max_iter
+            print(f"{run.exp.name}: resuming {run.out} from {latest} (iteration {done} of {total})" if done < total
+                  else f"{run.exp.name}: {run.out} is already trained (snapshot {latest.name}: iteration {done} "
+                       f"of {total}); nothing to train", file=sys.stderr)
         if run.log:
             run.log.truncate_after(run.solver.iteration)
             run.log.event("resume", run.solver.iteration, checkpoint=str(latest))
@@ -275,6 +296,8 @@ def _resume_or_start(run: _Run, *, resume: bool, init, command, data_root) -> No
 def _train_loop(run: _Run) -> None:
     """Iterate to max_iter: one solver update, then the test pass and the checkpoint when due."""
     exp, plan, s = run.exp, run.plan, run.settings
+    if run.solver.iteration >= s.max_iter:
+        return
     model = distributed.wrap(run.net, run.ctx)
     order = _skip(_train_order(len(run.train_ds), exp.seed), run.solver.iteration * plan.effective)
     items = _my_images(order, plan, run.solver.iteration, s.max_iter)
@@ -284,22 +307,37 @@ def _train_loop(run: _Run) -> None:
         images = _read_ahead(items, lambda item: run.train_ds[item[2]])
     run.session_start = time.monotonic() - run.elapsed
     run.net.train()
-    with images, _progress(run.ctx.is_main and s.progress, s.max_iter, run.solver.iteration, exp.name) as bar:
+    bar = Progress(exp.name, s.max_iter, unit="iteration", start=run.solver.iteration,
+                   show=run.ctx.is_main and s.progress)
+    with images, bar:
         while run.solver.iteration < s.max_iter:
-            _one_iteration(run, model, images)
-            bar.update(1, f"loss {run.smoothed_loss():.4g}")
+            stop = _one_iteration(run, model, images)
             done = run.solver.iteration
+            bar.update(done, loss=run.smoothed_loss(), lr=run.lr)
             if done % s.test_interval == 0 or done == s.max_iter:
                 _scheduled_test(run, done)
-            if done % s.snapshot_interval(exp) == 0 or done == s.max_iter:
+            snapshot_due = done % s.snapshot_interval(exp) == 0 or done == s.max_iter
+            if snapshot_due:
                 _snapshot(run, done)
+            # One process may also stop on a signal that came after this iteration's all-reduce;
+            # several stop where the all-reduce said, so that all take the same iteration.
+            if not stop and not run.ctx.enabled and run.stop is not None and run.stop.requested is not None:
+                stop, run.stop_signum = True, run.stop.requested
+            if stop and done < s.max_iter:  # at max_iter the run just finishes
+                if not snapshot_due:
+                    _snapshot(run, done)
+                run.stopped_at = done
+                return
 
 
-def _one_iteration(run: _Run, model, images) -> None:
+def _one_iteration(run: _Run, model, images) -> bool:
     """Caffe's Step for one iteration: this process's share of iter_size images forward and
     backward (gradients summed over processes), the display loss, Caffe's SGD update, the log row.
     NonFiniteLossError if any image's loss is not finite: on the CPU before the update; on CUDA
-    when the losses are read (`_settle`)."""
+    when the losses are read (`_settle`). Returns whether the processes agreed to stop (SIGINT /
+    SIGTERM): on the CPU, any process asked by the time of this iteration's all-reduce; on CUDA,
+    where the losses (and the stop flags with them) are read every display iteration only, one
+    process stops at once and several at the next display iteration."""
     exp, ctx, plan, dev = run.exp, run.ctx, run.plan, run.ctx.device
     defer = _defer_losses(dev)
     it = run.solver.iteration
@@ -332,18 +370,37 @@ def _one_iteration(run: _Run, model, images) -> None:
                     break
             loss.backward()
         loss_sum += value
+    stop = False
     if defer:
         run.pending.append((it, kept))
     else:
-        total, n_bad = distributed.all_sum([loss_sum, float(bad is not None)], ctx)
+        total, n_bad, n_stop, signum_sum = distributed.all_sum(
+            [loss_sum, float(bad is not None), *_stop_flags(run)], ctx)
         if n_bad:
             _raise_non_finite(run, it, [b for b in distributed.gather_objects(bad, ctx) if b], deferred=False)
         run.losses.append(total / plan.effective)  # Caffe: loss /= iter_size
-    lr = run.solver.step()
+        stop = _agree_stop(run, n_stop, signum_sum)
+    lr = run.lr = run.solver.step()
     if it % run.settings.display == 0:
-        _settle(run)  # CUDA: the losses kept since the last display (every process)
+        stop = _settle(run) or stop  # CUDA: the losses kept since the last display (every process)
         if run.log:
             run.log.train(iteration=it, loss=run.smoothed_loss(), lr=lr, seconds=run.seconds())
+    return stop
+
+
+def _stop_flags(run: _Run) -> list[float]:
+    """[asked to stop, signal number] of this process, summed over processes by the caller."""
+    signum = (run.stop.requested if run.stop is not None else None) or 0
+    return [float(signum > 0), float(signum)]
+
+
+def _agree_stop(run: _Run, n_stop: float, signum_sum: float) -> bool:
+    """Whether any process was asked to stop; if so, the signal every process will name: the one
+    they got, SIGTERM if they differ."""
+    if n_stop:
+        agreed = signum_sum / n_stop
+        run.stop_signum = int(agreed) if agreed in (2.0, 15.0) else 15
+    return bool(n_stop)
 
 
 def _defer_losses(device: torch.device) -> bool:
@@ -355,12 +412,13 @@ def _bad_image(run: _Run, index: int, position: int, value: float) -> str:
     return f"image {run.train_ds.ids[index]!r} (index {index}, order position {position}): loss {value}"
 
 
-def _settle(run: _Run) -> None:
+def _settle(run: _Run) -> bool:
     """Read the losses kept on the GPU (one host synchronisation, one collective with several
-    processes) into the display losses; NonFiniteLossError for the first non-finite one."""
+    processes) into the display losses; NonFiniteLossError for the first non-finite one. Returns
+    whether any process has been asked to stop (False when nothing was pending)."""
     pending, run.pending = run.pending, []
     if not pending:
-        return
+        return False
     values = torch.stack([l for _, kept in pending for l, _, _ in kept]).double().cpu().tolist()
     sums, flags, bad, k = [], [], None, 0
     for it, kept in pending:
@@ -371,8 +429,8 @@ def _settle(run: _Run) -> None:
         flags.append(float(first is not None))
         if first is not None and bad is None:
             bad = (it, _bad_image(run, first[2], first[1], first[0]))
-    summed = distributed.all_sum(sums + flags, run.ctx)
-    totals, any_bad = summed[:len(pending)], summed[len(pending):]
+    summed = distributed.all_sum(sums + flags + _stop_flags(run), run.ctx)
+    totals, any_bad = summed[:len(pending)], summed[len(pending):2 * len(pending)]
     for (it, _), total, flag in zip(pending, totals, any_bad):
         if flag:
             where = [b for b in distributed.gather_objects(bad, run.ctx) if b]
@@ -380,6 +438,7 @@ def _settle(run: _Run) -> None:
             _raise_non_finite(run, first_it, [w[1] for w in where if w[0] == first_it], deferred=True,
                               last=pending[-1][0])
         run.losses.append(total / run.plan.effective)  # Caffe: loss /= iter_size
+    return _agree_stop(run, *summed[2 * len(pending):])
 
 
 def _raise_non_finite(run: _Run, it: int, where: list, *, deferred: bool, last: int | None = None) -> None:
@@ -398,11 +457,15 @@ def _raise_non_finite(run: _Run, it: int, where: list, *, deferred: bool, last: 
 
 def _scheduled_test(run: _Run, done: int) -> None:
     """The test pass after iteration `done` (main process; the others wait)."""
+    if run.stop is not None:
+        run.stop.what = f"finishing the test pass after iteration {done}, then writing a snapshot"
     _settle(run)
     if run.ctx.is_main:
         run.metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, done)
         run.log.test(done, run.metrics, run.seconds())
     distributed.barrier(run.ctx)
+    if run.stop is not None:
+        run.stop.what = "finishing the iteration in progress and writing a snapshot"
 
 
 def _snapshot(run: _Run, done: int) -> None:
@@ -427,6 +490,8 @@ def _snapshot(run: _Run, done: int) -> None:
         }, checkpoint.snapshot_path(run.snap_dir, done),
             checkpoint.training_record(exp.name, run.settings.width, run.out, done))
         checkpoint.prune_snapshots(run.snap_dir, run.settings.keep_snapshots)
+    elif not bad_entries:  # the other processes know it too (the weights are the same everywhere)
+        run.last_good = checkpoint.snapshot_path(run.snap_dir, done)
     distributed.barrier(ctx)
 
 
@@ -617,21 +682,6 @@ def _test_pass(net, exp, dataset, device, progress: bool, iteration: int) -> dic
             return evaluate(net, exp, dataset, device=device, progress=progress, iteration=iteration)
     finally:
         net.train(was_training)
-
-
-class _NoBar:
-    def update(self, n: int, current_item: Any = None) -> None:
-        pass
-
-
-def _progress(show: bool, max_iter: int, start: int, label: str):
-    if not show:
-        return nullcontext(_NoBar())
-    import click
-    bar = click.progressbar(length=max_iter, label=label, file=sys.stderr, show_pos=True,
-                            item_show_func=lambda item: item)
-    bar.pos = start  # a resumed run starts part way
-    return bar
 
 
 # ---------------------------------------------------------------------------------------------

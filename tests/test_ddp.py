@@ -92,3 +92,67 @@ def test_two_gloo_processes_equal_one_process_with_iter_size_two(tmp_path, one_t
         else:
             assert worst <= 1e-6  # (g0 + g2) + (g1 + g3) vs ((g0 + g1) + g2) + g3: float32 rounding only
         assert _losses(single / "log.csv") == pytest.approx(_losses(tmp_path / f"ddp{iter_size}" / "log.csv"), rel=1e-6)
+
+
+def _stopping_worker(rank: int, world: int, init_file: str, out: str, delay: float) -> None:
+    """One process of a 2-process run whose images load slowly; writes what TrainingInterrupted said."""
+    import json
+    from reproduce.stop_signals import TrainingInterrupted, exit_status
+    from train_runner import SlowDataset
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        train(_experiment(1), data_root=None, init=None, out_dir=out, width=WIDTH, display=1, progress=False,
+              train_dataset=SlowDataset(voc_samples(32), delay), val_dataset=voc_samples(32), max_iter=16,
+              test_interval=16, snapshot=100)
+    except TrainingInterrupted as e:
+        with open(os.path.join(os.path.dirname(out), f"stopped{rank}.json"), "w") as f:
+            json.dump({"signum": e.signum, "iteration": e.iteration, "snapshot": str(e.snapshot)}, f)
+        sys.exit(exit_status(e.signum))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(0)
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_iteration_and_resumes_bit_for_bit(tmp_path, one_thread):
+    """SIGTERM to rank 1 only: both ranks stop after the same iteration, rank 0 writes the snapshot,
+    neither hangs; resuming that snapshot in one process with iter_size 2 ends with the weights of
+    an uninterrupted one-process run (bitwise: one image per process, see the test above)."""
+    import json
+    import signal
+    import time
+    from reproduce import checkpoint
+    out = tmp_path / "ddp"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_stopping_worker, args=(r, 2, str(tmp_path / "rendezvous"), str(out), 0.1))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        end = time.monotonic() + 120
+        while not (out / "log.csv").exists() or len((out / "log.csv").read_text().splitlines()) < 3:
+            assert time.monotonic() < end and all(p.exitcode is None for p in procs), "no iterations logged"
+            time.sleep(0.02)
+        os.kill(procs[1].pid, signal.SIGTERM)
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [143, 143]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    stopped = [json.loads((tmp_path / f"stopped{r}.json").read_text()) for r in range(2)]
+    assert stopped[0] == stopped[1] and stopped[0]["signum"] == signal.SIGTERM
+    iteration = stopped[0]["iteration"]
+    assert 2 <= iteration < 16
+    snapshot = out / "snapshot" / f"iter_{iteration}.pt"
+    assert stopped[0]["snapshot"] == str(snapshot) and checkpoint.load_checkpoint(snapshot)["iteration"] == iteration
+    assert not (out / "final.pt").exists()
+
+    kw = dict(data_root=None, init=None, width=WIDTH, train_dataset=voc_samples(32), val_dataset=voc_samples(32),
+              progress=False, display=1, max_iter=16, test_interval=16, snapshot=100)
+    train(_experiment(2), out_dir=out, **kw)  # resumes: the same effective iter_size 2
+    train(_experiment(2), out_dir=tmp_path / "single", **kw)
+    a, b = read_state(out / "final.pt"), read_state(tmp_path / "single" / "final.pt")
+    assert max_relative_difference(a, b) == 0.0

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from reproduce.stage_record import disk_bytes, run_stage
@@ -54,3 +57,62 @@ def test_command_line_passes_the_exit_status_through(tmp_path: Path) -> None:
                              "--stage", "c", "--disk", str(tmp_path), "--", sys.executable, "-c", "raise SystemExit(5)"])
     assert result.returncode == 5
     assert json.loads((tmp_path / "stage-c.json").read_text())["attempts"][0]["exit_status"] == 5
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"ended early ({proc.returncode})"
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_an_attempt_killed_after_its_command_made_the_folder_stays_visible(tmp_path: Path) -> None:
+    # as fcn train does: the run directory (the record's folder) appears only once the command runs
+    run_dir = tmp_path / "runs" / "voc-fcn32s"
+    record = run_dir / "stage-train.json"
+    make_and_wait = f"import os, time; os.makedirs({str(run_dir)!r}); time.sleep(60)"
+    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.stage_record", str(record), "--stage", "train",
+                                "--disk", str(run_dir), "--", sys.executable, "-c", make_and_wait],
+                               start_new_session=True)
+    try:
+        _wait_for(record, wrapper)
+        assert [a["status"] for a in json.loads(record.read_text())["attempts"]] == ["running"]
+    finally:
+        os.killpg(wrapper.pid, signal.SIGKILL)  # the wrapper and the command, as a killed make chain
+        wrapper.wait()
+    assert run_stage(record, "train", [sys.executable, "-c", "pass"], [run_dir]) == 0
+    attempts = json.loads(record.read_text())["attempts"]
+    assert [a["status"] for a in attempts] == ["ended without a record (killed)", "finished"]
+
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+def on_signal(signum, frame):
+    out.with_name("got").write_text(signal.Signals(signum).name)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+out.write_text("ready")
+time.sleep(60)
+"""
+
+
+def test_sigterm_is_passed_on_to_the_command_and_sigint_to_the_wrapper_alone_is_ignored(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.stage_record", str(tmp_path / "stage-s.json"),
+                                "--stage", "s", "--", sys.executable, "-c", CHILD, str(ready)])
+    try:
+        _wait_for(ready, wrapper)
+        wrapper.send_signal(signal.SIGINT)  # Ctrl-C reaches the command directly; the wrapper must not kill it
+        time.sleep(0.5)
+        assert wrapper.poll() is None and not (tmp_path / "got").exists()
+        wrapper.send_signal(signal.SIGTERM)  # a scheduler's SIGTERM to the wrapper reaches the command
+        assert wrapper.wait(timeout=30) == 143
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+    assert (tmp_path / "got").read_text() == "SIGTERM"
+    assert json.loads((tmp_path / "stage-s.json").read_text())["attempts"][0]["exit_status"] == 143
