@@ -21,7 +21,7 @@ from reproduce.datasets.nyud import log_depth
 from reproduce.experiments import Experiment
 from reproduce.palette import colorize, label_image
 from reproduce.atomic import atomic_file, save_png_atomic
-from reproduce.progress_bar import progress_bar
+from reproduce.progress import Progress, track
 
 # ---------------------------------------------------------------------------------------------
 # weights
@@ -123,8 +123,8 @@ def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Seque
     if len(experiment.inputs) != 1:
         raise ValueError(f"{experiment.name} needs inputs {experiment.inputs}; give them to `fcn infer`")
     out = []
-    with progress_bar(images, f"predict {experiment.name}", show=progress) as bar:
-        for path in bar:
+    with Progress(f"predict {experiment.name}", len(images), unit="image", show=progress) as bar:
+        for path in track(images, bar):
             out.append(predict(net, experiment, preprocess(experiment, {experiment.inputs[0]: path}),
                                device=device)[0])
     return out
@@ -189,8 +189,8 @@ def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[s
     inputs = list(images) + [p for k in others for p in extra[k]]
     check_outputs([p for per_image in outputs for p in per_image], inputs, force=force)
     written: list[Path] = []
-    with progress_bar(range(len(images)), "infer", show=progress) as bar:
-        for i in bar:
+    with Progress("infer", len(images), unit="image", show=progress) as bar:
+        for i in track(range(len(images)), bar):
             paths = {first: images[i], **{k: extra[k][i] for k in others}}
             sample = preprocess(experiment, paths)
             preds = predict(net, experiment, sample, device=device)
