@@ -19,7 +19,6 @@ import scipy.io
 from PIL import Image
 
 from nets.vgg_fcn import VGG16_TRUNK, scaled
-from weight_convert.caffe_writer import write_caffemodel
 
 #: The real samples the smoke run trains and validates on: package data, so an installed wheel has them.
 SAMPLES = Path(__file__).resolve().parent / "samples"
