@@ -24,7 +24,9 @@ GPUS   ?=
 GPU_SLOT = $(if $(strip $(GPUS)),$(PY) -m reproduce.gpu_slot --gpus $(GPUS) --lock-dir $(RUNS)/.gpu-slots --,)
 # Every fetch, convert, train and eval recipe runs through this: it records the stage's wall time,
 # peak RSS and disk in a stage-*.json beside its outputs (reproduce/stage_record.py).
-STAGE = $(PY) -m reproduce.stage_record
+# exec: the wrapper replaces the recipe's shell, so that make waits on it and a SIGTERM or Ctrl-C
+# does not end the shell (dash does not exec a lone command) while fcn train is still stopping.
+STAGE = exec $(PY) -m reproduce.stage_record
 
 # Downloads, converted weights and trained stages are intermediate files of the chains below:
 # never delete them (they cost hours to remake).

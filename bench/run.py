@@ -10,6 +10,8 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
 - region.json: the region forward (nets/region.py) against the fast kernels alone and the plain
   build, interleaved in one process: forward medians and ratios, FLOPs computed against nominal,
   evaluation images/s (bench/case_region.py);
+- train_profile.json / .md: where voc-fcn8s's training step goes (zero_grad, forward, loss,
+  backward by layer, the solver update), plain and default interleaved (bench/case_train_profile.py);
 - bf16_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_bf16_mode.py);
 - run.json: the machine, the load average, each case's command, wall time and peak RSS,
   including bench.bench_hha and bench.bench_convert (written by their own modules, run here
@@ -36,7 +38,7 @@ from typing import Any
 import click
 
 from bench import plan
-from bench.common import RESULTS, ROOT, machine, write_json
+from bench.common import RESULTS, ROOT, machine, write_json, write_text
 from bench.summary import write_summary
 
 DEFAULT_BUDGET_S = 540.0  # start no case after this: make bench must end within 10 minutes (longest case ~50 s)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         steps += [("forward", g) for g in forward if g.net == headline]
         steps += [("train", g) for g in train if g.net == headline]
         if not only:
-            steps += [("region", None), ("eval", None), ("bf16_mode", None)]
+            steps += [("region", None), ("eval", None), ("train_profile", None), ("bf16_mode", None)]
         steps += [("other", m) for m in others]
         if before["gpu"]:  # the exact path and its plain baseline on the GPU too (TF32 off)
             steps += [("gpu_forward", g) for g in forward if g.net == headline]
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
                                        for v in ("plain", "fast")}
                 elif kind == "region":
                     results["region"] = bench.case("region forward", "bench.case_region", [], timeout_s=420)
+                elif kind == "train_profile":
+                    results["train_profile"] = bench.case("train profile", "bench.case_train_profile",
+                                                          ["--runs", "3"], timeout_s=420)
                 elif kind == "bf16_mode":
                     results["bf16_mode"] = bench.case("bf16 mode", "bench.case_bf16_mode", [], timeout_s=540,
                                                       env={"TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)})
@@ -193,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "bf16_mode.json", results.get("bf16_mode"))
     if "region" in results:
         write_json(args.out / "region.json", results["region"])
+    if "train_profile" in results:
+        from bench.case_train_profile import markdown_lines
+        write_json(args.out / "train_profile.json", results["train_profile"])
+        write_text(args.out / "train_profile.md",
+                   "\n".join(["# Training step profile", "", *markdown_lines(results["train_profile"]), ""]))
     write_json(args.out / "run.json", run)
     summary = write_summary(args.out, results, run)
     click.echo(summary)

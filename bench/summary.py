@@ -197,6 +197,10 @@ def render(results: dict, run: dict) -> str:
                   "nets switch TF32 off for convolutions and matmuls (`nets.fast.exact_cuda_math`), and "
                   "`bench.run` adds GPU forward and training-step cases for voc-fcn8s when a GPU is present.", ""]
     lines += ["## Region forward (`nets/region.py`)", "", *region_lines(results.get("region")), ""]
+    if "train_profile" in results:
+        from bench.case_train_profile import markdown_lines
+        lines += ["## Training step profile (`bench/case_train_profile.py`)", "",
+                  *markdown_lines(results.get("train_profile")), ""]
     ev = results.get("eval") or {}
     lines += ["## Evaluation throughput (`reproduce.evaluate`, data loading and metrics included)", ""]
     if ev.get("fast") and ev.get("plain"):
@@ -221,7 +225,8 @@ def render(results: dict, run: dict) -> str:
     if run.get("skipped_for_time"):
         lines += ["## Skipped for time", "", "Not run because the time budget "
                   f"({run['budget_s']:.0f} s) was used up: " + ", ".join(run["skipped_for_time"]) + ".", ""]
-    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, bf16_mode.json, run.json.", ""]
+    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, train_profile.json, "
+              "bf16_mode.json, run.json.", ""]
     return "\n".join(lines)
 
 
@@ -233,3 +238,31 @@ def write_summary(out_dir: Path, results: dict[str, Any], run: dict) -> str:
     tmp.write_text(text)
     os.replace(tmp, out_dir / "summary.md")
     return text
+
+
+def load_results(out_dir: Path) -> tuple[dict[str, Any], dict]:
+    """The results and run record that `bench.run` wrote into out_dir, read back from its files
+    (nets.json, eval.json, region.json, train_profile.json, bf16_mode.json, run.json)."""
+    import json
+
+    def read(name: str) -> Any:
+        path = out_dir / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    results: dict[str, Any] = dict(read("nets.json") or {})
+    for key, name in (("eval", "eval.json"), ("region", "region.json"), ("train_profile", "train_profile.json"),
+                      ("bf16_mode", "bf16_mode.json")):
+        value = read(name)
+        if value is not None:
+            results[key] = value
+    run = read("run.json")
+    if run is None:
+        raise FileNotFoundError(f"{out_dir / 'run.json'}: no bench run recorded there (run make bench)")
+    return results, run
+
+
+if __name__ == "__main__":  # python -m bench.summary [DIR]: summary.md again from DIR's files
+    import sys
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench")
+    write_summary(directory, *load_results(directory))
+    print(f"wrote {directory / 'summary.md'}")

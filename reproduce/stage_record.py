@@ -117,7 +117,7 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
                         _write(record, stage, attempts)
                         written = True
     attempt.update({
-        "status": "finished" if status == 0 else "failed",
+        "status": _status_word(status),
         "exit_status": status,
         "wall_seconds": round(time.monotonic() - start, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
@@ -127,6 +127,23 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
     if record.parent.is_dir():
         _write(record, stage, attempts)
     return status
+
+
+def _status_word(status: int) -> str:
+    """'finished' (0), 'stopped by SIGINT' / 'stopped by SIGTERM' (130 / 143: the command stopped
+    itself on the signal, its state saved, as fcn train does), 'killed by SIGKILL' (a negative
+    status: the signal ended it) or 'failed'."""
+    import signal
+    if status == 0:
+        return "finished"
+    if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return f"stopped by {signal.Signals(status - 128).name}"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return "failed"
 
 
 class _passing_signals_to:

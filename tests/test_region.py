@@ -230,3 +230,19 @@ def test_forward_hooks_see_whole_blobs(region_calls):
     with torch.inference_mode():
         assert_same_scores(fast(*xs), plain(*xs))
     assert region_calls == ["voc-fcn8s"] * 2
+
+
+def test_training_test_passes_run_the_region_forward(tmp_path, region_calls):
+    """Training's test passes (eval mode under no_grad) take the region forward; its training
+    forwards (TRAIN phase, gradients on) do not."""
+    from reproduce.train import train
+    from train_support import tiny_experiment, voc_samples
+
+    exp = tiny_experiment(base_lr=1e-7, max_iter=4, test_interval=2)
+    val = voc_samples(32)
+    train(exp, data_root=None, init=None, out_dir=tmp_path, width=WIDTH, train_dataset=voc_samples(32),
+          val_dataset=val, progress=False, display=1, keep_snapshots=0)
+    with open(tmp_path / "test_log.csv") as f:
+        passes = sum(1 for _ in f) - 1
+    assert passes >= 2
+    assert region_calls == [exp.name] * (passes * len(val))

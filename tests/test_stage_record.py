@@ -116,3 +116,10 @@ def test_sigterm_is_passed_on_to_the_command_and_sigint_to_the_wrapper_alone_is_
         wrapper.wait()
     assert (tmp_path / "got").read_text() == "SIGTERM"
     assert json.loads((tmp_path / "stage-s.json").read_text())["attempts"][0]["exit_status"] == 143
+    assert json.loads((tmp_path / "stage-s.json").read_text())["attempts"][0]["status"] == "stopped by SIGTERM"
+
+
+def test_status_words_say_how_an_attempt_ended() -> None:
+    from reproduce.stage_record import _status_word
+    assert [_status_word(s) for s in (0, 1, 130, 143, -9, -15)] == [
+        "finished", "failed", "stopped by SIGINT", "stopped by SIGTERM", "killed by SIGKILL", "killed by SIGTERM"]
