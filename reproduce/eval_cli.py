@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from reproduce import experiments, metrics
+from reproduce.atomic import save_png_atomic, write_json_atomic
 from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH, WORKERS
 from reproduce.palette import colorize, read_label_png
 
@@ -112,7 +113,7 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
         raise _fail(exc) from None
     from reproduce.bf16 import settings_record
     record.update(settings_record(net))
-    metrics.write_json_atomic(out, record)
+    write_json_atomic(out, record)
     click.echo(_summary(record))
     click.echo(f"wrote {out}")
 
@@ -185,7 +186,7 @@ def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | 
                  cell_height: int, device: torch.device, width: float | None) -> None:
     """A grid like CVPR Figure 4: one row per IMAGE; columns Image, each --column, Ground truth."""
     from reproduce.figures import render_grid
-    from reproduce.infer import infer_label_maps, save_png_atomic
+    from reproduce.infer import infer_label_maps
     titles = ["Image"] + [_parse_column(c)[0] for c in columns] + (["Ground truth"] if gt else [])
     cols: list[list[Image.Image]] = []
     for spec in columns:
@@ -238,7 +239,6 @@ def curves_command(logs: tuple[Path, ...], y_column: str, x_column: str, labels:
                    title: str, size: tuple[int, int], out: Path) -> None:
     """Learning curves: column --y of each LOG (a run's log.csv) against --x, as one PNG."""
     from reproduce.figures import read_log_series, render_curves
-    from reproduce.infer import save_png_atomic
     if labels and len(labels) != len(logs):
         raise click.UsageError(f"{len(labels)} --label values for {len(logs)} logs")
     try:

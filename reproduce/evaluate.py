@@ -28,11 +28,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from reproduce import metrics
 from reproduce.device import resolve_device
 from reproduce.experiments import Experiment
-from reproduce.infer import save_png_atomic
 from reproduce.progress import Progress, track
 from reproduce.loss import softmax_with_loss
 from reproduce.palette import label_image
-from reproduce.atomic import atomic_file
+from reproduce.atomic import atomic_file, save_png_atomic
 
 GEO_CLASSES = 3  # SIFT Flow geometric head: sky, horizontal, vertical
 

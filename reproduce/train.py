@@ -507,7 +507,7 @@ def _finish(run: _Run) -> None:
             metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, it)
             run.log.test(it, metrics, run.seconds())
         if metrics is not None:
-            from reproduce.metrics import write_json_atomic
+            from reproduce.atomic import write_json_atomic
             record = dict(metrics)
             record["iteration"] = it
             record["weights"] = str(final)
@@ -708,7 +708,7 @@ class RunLog:
         self._append(self.csv, _csv_line(row, TRAIN_FIELDS))
 
     def test(self, iteration: int, metrics: dict, seconds: float) -> None:
-        from reproduce.metrics import write_json_atomic
+        from reproduce.atomic import write_json_atomic
         write_json_atomic(self.out / "test" / f"iter_{iteration}.json", {**metrics, "iteration": iteration})
         scores = metrics.get("scores", {})
         row = {"iteration": iteration, "loss": metrics.get("loss"), **{k: scores.get(k) for k in TEST_FIELDS[2:6]},
@@ -744,7 +744,7 @@ class RunLog:
         self._rewrite(keep)
 
     def _rewrite(self, records: list[dict]) -> None:
-        from reproduce.metrics import write_text_atomic
+        from reproduce.atomic import write_text_atomic
         train_rows = [r for r in records if r.get("kind") == "train"]
         test_rows = [r for r in records if r.get("kind") == "test"]
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
@@ -777,7 +777,7 @@ def _csv_line(row: dict | None, fields: Sequence[str]) -> str:
 
 
 def _write_run_json(out: Path, exp, ctx, plan, report, *, command, overrides: dict, init, data_root) -> None:
-    from reproduce.metrics import write_json_atomic
+    from reproduce.atomic import write_json_atomic
     paper_net = overrides["width"] == 1.0 and plan.faithful
     description = {
         "experiment": exp.to_dict() if hasattr(exp, "to_dict") else repr(exp),
@@ -799,7 +799,7 @@ def _write_run_json(out: Path, exp, ctx, plan, report, *, command, overrides: di
 
 
 def _update_run_json(out: Path, command) -> None:
-    from reproduce.metrics import write_json_atomic
+    from reproduce.atomic import write_json_atomic
     path = out / "run.json"
     try:
         description = json.loads(path.read_text(encoding="utf-8"))

@@ -15,38 +15,7 @@ import torch
 
 from reproduce import experiments
 from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH
-
-#: Where `fcn train` looks for the ILSVRC classifiers when --init is not given, in order, relative
-#: to --data-root (`fcn data fetch vgg16` / `caffenet` store them as <data root>/weights/<file>). The
-#: reference's FCN-AlexNet starts from CaffeNet, not BVLC AlexNet (reproduce.datasets.sources).
-BASE_WEIGHTS = {
-    "vgg16": ("weights/vgg16-fcn.caffemodel", "weights/VGG_ILSVRC_16_layers.caffemodel"),
-    "alexnet": ("weights/alexnet-fcn.caffemodel", "weights/bvlc_reference_caffenet.caffemodel"),
-    "googlenet": ("weights/bvlc_googlenet.caffemodel",),  # loaded by layer name, classifiers dropped
-}
-
-
-def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) -> list[Path]:
-    """The weights an experiment starts from when --init is not given.
-
-    "vgg16" / "alexnet" / "googlenet": the first of BASE_WEIGHTS found under `data_dir`; a coarser experiment:
-    its `final.pt` in the sibling run directory `<out>/../<name>/final.pt`; late fusion: one per stream.
-    Raises click.UsageError naming what was looked for when a file is missing.
-    """
-    names = experiment.init if isinstance(experiment.init, tuple) else (experiment.init,)
-    found = []
-    for name in names:
-        if name in BASE_WEIGHTS:
-            candidates = [data_dir / c for c in BASE_WEIGHTS[name]]
-        else:
-            candidates = [out.parent / name / "final.pt"]
-        hit = next((c for c in candidates if c.is_file()), None)
-        if hit is None:
-            raise click.UsageError(f"{experiment.name} starts from {name!r}, but none of "
-                                   f"{', '.join(map(str, candidates))} exists; pass --init")
-        found.append(hit)
-    return found
-
+from reproduce.init_files import MissingInitError, default_init
 
 @click.command("train")
 @click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
@@ -114,7 +83,10 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     elif resuming or (width or 1.0) != 1.0:
         paths = []  # resuming ignores init; a reduced-width net cannot load full-width weights
     else:
-        paths = default_init(exp, out, data_root)
+        try:
+            paths = default_init(exp, out, data_root)
+        except MissingInitError as e:
+            raise click.UsageError(str(e)) from None
     try:  # the width the weights started from or resumed were written at, unless --width says
         from reproduce.checkpoint import latest_snapshot, width_from_records
         width = width_from_records(paths or ([latest_snapshot(out / "snapshot")] if resuming else []), width)

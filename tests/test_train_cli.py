@@ -58,7 +58,7 @@ def test_googlenet_pipeline_fills_the_table_1_row(tmp_path, monkeypatch):
     import csv
 
     from caffe_encoder import googlenet_layers, write_caffemodel
-    from reproduce.tables import tables_command
+    from reproduce.tables_cli import tables_command
     from weight_convert.cli import main as convert_caffe
 
     def split(self, root, which="val", **kw):  # the 4 fixture images, named as the experiment's splits

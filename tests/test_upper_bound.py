@@ -13,10 +13,10 @@ from reproduce.metrics import fast_hist, scores
 from reproduce.upper_bound import (
     downsample_upsample,
     read_voc_label,
-    upper_bound_command,
     upper_bound_hist,
     upper_bound_scores,
 )
+from reproduce.upper_bound_cli import upper_bound_command
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 

@@ -77,7 +77,7 @@ def fetch_command(name: str, data_root: Path, mirror: str | None, from_file: Pat
     _known(name)
     try:
         fetch(get_source(name), data_root, mirror=mirror, from_file=from_file, force=force, retries=retries,
-              timeout=timeout, retry_wait=retry_wait, keep_download=keep_download)
+              timeout=timeout, retry_wait=retry_wait, keep_download=keep_download, say=click.echo)
     except (FetchError, SourcesOverrideError) as exc:
         raise click.ClickException(str(exc)) from None
 
