@@ -35,7 +35,7 @@ PHASES = ("zero_grad", "forward", "loss", "backward", "solver")
 
 def _setup(fast: bool, size: int):
     from reproduce import experiments
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.solver import CaffeSGD
 
     exp = experiments.get(NET)
     net = random_net(NET, fast=fast).train()
@@ -49,7 +49,7 @@ def _setup(fast: bool, size: int):
 
 
 def _step(exp, net, xs, solver, label) -> tuple[dict[str, float], float]:
-    from reproduce.loss import softmax_with_loss
+    from reproduce.training.loss import softmax_with_loss
 
     t = {}
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def profile_backward(exp, net, xs, solver, label) -> dict:
     the operator has a weight (fc6 / fc7 run their products as oneDNN 1x1 convolutions: `aten::mkldnn_convolution`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from reproduce.loss import softmax_with_loss
+    from reproduce.training.loss import softmax_with_loss
 
     shapes = layer_shapes(net, xs)
     solver.zero_grad()

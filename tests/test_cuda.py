@@ -44,8 +44,8 @@ WIDTH = 1 / 16
 
 @pytest.fixture(autouse=True)
 def exact_cuda_math():
-    """TF32 off for every test here (what fcn train / eval do on CUDA: reproduce.train.use_exact_cuda_math)."""
-    from reproduce.train import use_exact_cuda_math
+    """TF32 off for every test here (what fcn train / eval do on CUDA: reproduce.training.train.use_exact_cuda_math)."""
+    from reproduce.training.train import use_exact_cuda_math
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     use_exact_cuda_math()
     yield
@@ -148,7 +148,7 @@ def deterministic():
 
 
 def _train(out, dataset, device, **kw):
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment, voc_samples
 
     settings = dict(max_iter=6, test_interval=3, snapshot=2)
@@ -161,8 +161,8 @@ def _train(out, dataset, device, **kw):
 def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, deterministic, monkeypatch):
     """Interrupted in the main process right after the iteration-4 checkpoint (the images are
     decoded in worker processes on CUDA, so the interruption is not the data's), then resumed."""
-    from reproduce import checkpoint
-    from reproduce import train as training
+    from reproduce.training import checkpoint
+    from reproduce.training import train as training
     from train_support import assert_states_equal, read_state, voc_samples
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -193,7 +193,7 @@ def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
     """Iterations that log nothing never wait for the GPU: they run under
     torch.cuda.set_sync_debug_mode("error"), which raises on any synchronising call (loss.item(),
     a blocking copy, a value read). Images come from worker processes in pinned memory."""
-    from reproduce import train as training
+    from reproduce.training import train as training
     from train_support import voc_samples
 
     real, quiet, pinned = training._one_iteration, [], []
@@ -216,7 +216,7 @@ def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "_one_iteration", watched)
     monkeypatch.setattr(training._worker_read_ahead, "__next__", watched_next)
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment
     for normalize in (False, True):
         exp = tiny_experiment(base_lr=1e-7, momentum=0.99, iter_size=2, max_iter=12, test_interval=12, snapshot=12,
@@ -230,7 +230,7 @@ def test_gpu_snapshots_resume_on_the_cpu_and_back(tmp_path):
     """A run's snapshot written on the GPU resumes on the CPU (and a CPU snapshot on the GPU): the
     files hold CPU tensors only; the weights continue from where they were, within float32 noise of
     a run that stayed on one device."""
-    from reproduce import checkpoint
+    from reproduce.training import checkpoint
     from test_ddp import max_relative_difference
     from train_support import read_state, voc_samples
 
@@ -263,7 +263,7 @@ def test_gpu_snapshots_resume_on_the_cpu_and_back(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_fcn_eval_on_cuda_equals_cpu(tmp_path):
     from click.testing import CliRunner
-    from reproduce.eval_cli import eval_command
+    from reproduce.commands.eval_cli import eval_command
     from test_evaluate import make_voc_dir
     from test_fast_paths import randomize_
 
@@ -288,7 +288,7 @@ def test_fcn_eval_on_cuda_equals_cpu(tmp_path):
 def test_fcn_infer_on_cuda_equals_cpu(tmp_path):
     from click.testing import CliRunner
     from PIL import Image
-    from reproduce.eval_cli import infer_command
+    from reproduce.commands.eval_cli import infer_command
     from test_fast_paths import randomize_
     from test_infer import write_rgb
 
@@ -337,7 +337,7 @@ def test_bf16_mode_agreement_on_cuda(compile):
 # ------------------------------------------------------------------------------------------------
 def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
     import torch.distributed as dist
-    from reproduce.train import train
+    from reproduce.training.train import train
     from test_ddp import _experiment
     from train_support import voc_samples
 
@@ -355,7 +355,7 @@ def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
                     reason="DDP over NCCL needs 2 CUDA GPUs")
 def test_two_nccl_processes_equal_one_process_with_iter_size_two(tmp_path):
     import torch.multiprocessing as mp
-    from reproduce.train import train
+    from reproduce.training.train import train
     from test_ddp import _experiment, _losses, max_relative_difference
     from train_support import read_state, voc_samples
 

@@ -1,4 +1,4 @@
-"""The dry run's inputs (reproduce.dryrun): what the loopback mirror serves and the registry override.
+"""The dry run's inputs (reproduce.pipeline.dryrun): what the loopback mirror serves and the registry override.
 
 The dry run itself (`make reproduce-voc-dryrun`, about 10 minutes at full width) is not part of the
 test suite; these tests check its pieces at reduced width.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.datasets.locate import find_in
-from reproduce.dryrun import _run, make_command, prepare, serve
+from reproduce.pipeline.dryrun import _run, make_command, prepare, serve
 from weight_convert.caffemodel import read_net
 
 

@@ -1,12 +1,13 @@
-"""reproduce.init_files: the --init files a stage starts from, from its config's `init` chain."""
+"""reproduce.training.init_files: the --init files a stage starts from, from its config's `init` chain."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from reproduce import experiments, plan
-from reproduce.init_files import BASE_WEIGHTS, CLASSIFIERS, MissingInitError, default_init, init_chain
+from reproduce import experiments
+from reproduce.pipeline import plan
+from reproduce.training.init_files import BASE_WEIGHTS, CLASSIFIERS, MissingInitError, default_init, init_chain
 
 
 def test_every_init_name_is_a_classifier_or_an_experiment_and_each_classifier_has_files():

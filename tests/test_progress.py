@@ -1,4 +1,4 @@
-"""reproduce.progress (lines without a terminal, the bar with one) and reproduce.stop_signals' helpers."""
+"""reproduce.progress (lines without a terminal, the bar with one) and reproduce.training.stop_signals' helpers."""
 import io
 import os
 import signal
@@ -7,7 +7,7 @@ import pytest
 
 from reproduce import progress
 from reproduce.progress import Progress, duration, track
-from reproduce.stop_signals import StopSignals, exit_status, resume_hint
+from reproduce.training.stop_signals import StopSignals, exit_status, resume_hint
 
 
 def test_durations_read_as_people_write_them():
@@ -102,3 +102,14 @@ def test_the_terminal_bar_redraws_one_line_and_ends_it():
     text = out.getvalue()
     assert text.startswith("\reval x  [") and text.endswith("\n") and text.count("\n") == 1
     assert text.rstrip("\n").rsplit("\r", 1)[1].startswith("eval x  [" + "#" * progress.BAR_WIDTH + "]  100%  4/4")
+
+
+def test_a_bad_interval_is_one_line_from_every_command(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from reproduce.commands.cli import main
+    monkeypatch.setenv("FCN_PROGRESS_SECONDS", "soon")
+    for args in (["data", "check", "sbd"], ["infer", "voc-fcn8s", "x.png"], ["upper-bound", "--help"][:1]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "FCN_PROGRESS_SECONDS='soon'" in result.output and "Traceback" not in result.output

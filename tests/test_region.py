@@ -235,7 +235,7 @@ def test_forward_hooks_see_whole_blobs(region_calls):
 def test_training_test_passes_run_the_region_forward(tmp_path, region_calls):
     """Training's test passes (eval mode under no_grad) take the region forward; its training
     forwards (TRAIN phase, gradients on) do not."""
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment, voc_samples
 
     exp = tiny_experiment(base_lr=1e-7, max_iter=4, test_interval=2)

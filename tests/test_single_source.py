@@ -1,5 +1,5 @@
 """One source of truth per experiment: the numbers a config expects (reproduce/experiments/) are
-the rows of the paper's tables (reproduce/paper_data, results/paper), value for value.
+the rows of the paper's tables (reproduce/reporting/paper_data, results/paper), value for value.
 
 Tied elsewhere: the nets registry (test_experiments.test_names_match_nets, ..._runs_on_net_inputs),
 the Makefile's chains (test_plan.test_dependencies_are_the_makefiles_chains, test_slurm.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from reproduce import experiments
-from reproduce.paper import load_paper_tables
+from reproduce.reporting.paper import load_paper_tables
 
 TABLES = load_paper_tables()
 

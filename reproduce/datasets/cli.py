@@ -1,6 +1,6 @@
 """`fcn data`: fetch datasets and weights, and check that they are complete.
 
-The lead registers `data_group` as `fcn data` in reproduce/cli.py.
+The lead registers `data_group` as `fcn data` in reproduce/commands/cli.py.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from reproduce import cli_options
-from reproduce.cli_options import DEFAULT_DATA_ROOT
+from reproduce.commands import cli_options
+from reproduce.commands.cli_options import DEFAULT_DATA_ROOT
 from .checksums import forget_recorded, recorded_checksums
 from .deep_check import DEEP_READERS, PROGRESS_EVERY
 from .download import FetchError

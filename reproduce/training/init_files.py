@@ -5,7 +5,7 @@ An experiment's `init` (reproduce/experiments/) names either an ILSVRC classifie
 name per stream for late fusion. A stage's weights are its run directory's `final.pt`. Two
 callers turn the chain into files: `fcn train` without --init (`default_init`: the classifier as
 `fcn data fetch` stored it under the data root) and the Makefile / Slurm chain
-(`reproduce.plan.init_files`: the classifier as the Makefile converted it under runs/init/).
+(`reproduce.pipeline.plan.init_files`: the classifier as the Makefile converted it under runs/init/).
 """
 from __future__ import annotations
 

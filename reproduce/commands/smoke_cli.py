@@ -1,11 +1,11 @@
-"""`fcn smoke data` and `fcn smoke vgg16`: the commands over reproduce/smoke.py (which does the work)."""
+"""`fcn smoke data` and `fcn smoke vgg16`: the commands over reproduce/pipeline/smoke.py (which does the work)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from reproduce.smoke import prepare_data, vgg16_layers
+from reproduce.pipeline.smoke import prepare_data, vgg16_layers
 from weight_convert.caffe_writer import write_caffemodel
 
 
@@ -27,7 +27,7 @@ def data_command(out: Path) -> None:
 
 @smoke_group.command("vgg16")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-# Not the shared --width (reproduce/cli_options.py): this one is the width of a file to write, and
+# Not the shared --width (reproduce/commands/cli_options.py): this one is the width of a file to write, and
 # the smoke run's nets are 1/16 wide, so that is its default (a full-width file is 528 MB).
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1 / 16, show_default=True,
               help="Trunk width multiplier of the file written.")

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from reproduce.atomic import write_json_atomic, write_text_atomic
-from reproduce.metrics import SCORE_KEYS, fast_hist, scores
+from reproduce.evaluation.metrics import SCORE_KEYS, fast_hist, scores
 from reproduce.progress import Progress, track
 
 PAPER_FACTORS = (4, 8, 16, 32, 64, 128)
@@ -143,7 +143,7 @@ def render_upper_bound_markdown(record: dict, paper: dict[int, str] | None = Non
 
 
 def _paper_appendix_a() -> dict[int, str]:
-    from reproduce.paper import load_paper_table
+    from reproduce.reporting.paper import load_paper_table
 
     table = load_paper_table("appendix_a_upper_bound")
     return {int(r.labels["factor"]): r.printed["mean_iu"] for r in table.rows}

@@ -4,7 +4,7 @@
 Fails (exit 1) when a stage's files are missing, a metric is not finite, or the first stage's
 training loss did not fall: the smoke run must show that the pipeline trains, not just that it runs.
 
-    python -m reproduce.smoke_check RUNS_DIR RESULTS_DIR
+    python -m reproduce.reporting.smoke_check RUNS_DIR RESULTS_DIR
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ Steps, in DIR (default runs/dryrun):
      signal goes to the group as soon as that stage has written its run.json, and the trainer must
      stop by itself (exit 143 / 130) with a snapshot the rerun resumes from;
   4. summary.md / summary.json: per stage wall time, peak RSS and disk (each stage's own record,
-     `reproduce.stage_record`), the kill and what the rerun did.
+     `reproduce.pipeline.stage_record`), the kill and what the rerun did.
 Exit status 1, naming the problem, when any of it fails.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 from reproduce.atomic import atomic_file
 from reproduce.datasets.sources import get_source
-from reproduce.stage_record import disk_bytes
+from reproduce.pipeline.stage_record import disk_bytes
 
 DEFAULT_DIR = Path("runs/dryrun")
 STAGES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
@@ -75,7 +75,7 @@ def prepare(directory: Path, width: float = 1.0) -> Path:
     """Write serve/ (archives in the official layouts, a VGG16-shaped caffemodel at `width`: 1.0 is
     the real file's size) and sources.json under `directory`; returns the registry override's path.
     Reuses files already written."""
-    from reproduce.smoke import prepare_data, vgg16_layers
+    from reproduce.pipeline.smoke import prepare_data, vgg16_layers
     from weight_convert.caffe_writer import write_caffemodel
 
     serve = directory / "serve"
@@ -283,7 +283,7 @@ def _write_summary(directory: Path, summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m reproduce.dryrun", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reproduce.pipeline.dryrun", description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--kill-during", default="voc-fcn16s", choices=[*STAGES, "none"],
                         help="the stage to kill after its first snapshot (none: no kill)")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reproduce.atomic import write_text_atomic
-from reproduce.metrics import read_metrics_json
-from reproduce.paper import PaperColumn, PaperRow, PaperTable, load_paper_tables
+from reproduce.evaluation.metrics import read_metrics_json
+from reproduce.reporting.paper import PaperColumn, PaperRow, PaperTable, load_paper_tables
 
 DEFAULT_TOLERANCE = 1.0
 RUN_FILE_NAMES = ("metrics.json", "upper_bound.json")

@@ -45,9 +45,9 @@ def export_caffe(name: str, weights: str | os.PathLike, out_dir: str | os.PathLi
     state dict / checkpoint or a .caffemodel) into `out_dir`.
 
     input_size: (N, H, W) of the Input layer. Raises FileExistsError (naming the file) if an
-    output exists and not `force`, and the errors of `reproduce.infer.load_net` for bad weights.
+    output exists and not `force`, and the errors of `reproduce.evaluation.infer.load_net` for bad weights.
     """
-    from reproduce.infer import load_net
+    from reproduce.evaluation.infer import load_net
 
     prototxt, caffemodel = export_paths(name, out_dir)
     for path in (prototxt, caffemodel):

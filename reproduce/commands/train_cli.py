@@ -1,7 +1,7 @@
-"""`fcn train EXPERIMENT`: train one reference experiment (reproduce.train) from the command line.
+"""`fcn train EXPERIMENT`: train one reference experiment (reproduce.training.train) from the command line.
 
 More than one GPU: `torchrun --nproc_per_node=N --no-python fcn train EXPERIMENT ...` (see
-reproduce.distributed for how the images are shared out and what that does to iter_size).
+reproduce.training.distributed for how the images are shared out and what that does to iter_size).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import click
 import torch
 
 from reproduce import experiments
-from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH
-from reproduce.init_files import MissingInitError, default_init
+from reproduce.commands.cli_options import DATA_ROOT, DEVICE, WIDTH
+from reproduce.training.init_files import MissingInitError, default_init
 
 @click.command("train")
 @click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
@@ -67,9 +67,9 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     gradients of N processes (batch 1 each) as Caffe's iter_size does; an experiment iter_size
     not divisible by N becomes iter_size x N (recorded in run.json).
     """
-    from reproduce.run_lock import RunLockedError
-    from reproduce.stop_signals import TrainingInterrupted, exit_status, resume_hint, signal_name
-    from reproduce.train import NonFiniteLossError, train
+    from reproduce.training.run_lock import RunLockedError
+    from reproduce.training.stop_signals import TrainingInterrupted, exit_status, resume_hint, signal_name
+    from reproduce.training.train import NonFiniteLossError, train
 
     exp = experiments.get(experiment)
     overrides = {k: v for k, v in (("base_lr", base_lr), ("momentum", momentum)) if v is not None}
@@ -88,7 +88,7 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
         except MissingInitError as e:
             raise click.UsageError(str(e)) from None
     try:  # the width the weights started from or resumed were written at, unless --width says
-        from reproduce.checkpoint import latest_snapshot, width_from_records
+        from reproduce.training.checkpoint import latest_snapshot, width_from_records
         width = width_from_records(paths or ([latest_snapshot(out / "snapshot")] if resuming else []), width)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--width") from None

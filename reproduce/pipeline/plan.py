@@ -18,7 +18,7 @@ Costs, per stage:
 
 The order N GPUs run the stages in: list scheduling (whenever a GPU is free it takes the ready
 stage, dependencies finished, with the longest chain of work behind it). `make -j N reproduce-all
-GPUS=...` lets make pick the order from the same dependency graph (reproduce/gpu_slot.py pins each
+GPUS=...` lets make pick the order from the same dependency graph (reproduce/pipeline/gpu_slot.py pins each
 job to a free GPU); the plan shows what that costs in wall time.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from reproduce.init_files import CLASSIFIERS, init_chain, stage_weights
+from reproduce.training.init_files import CLASSIFIERS, init_chain, stage_weights
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "voc": ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce"),
@@ -48,7 +48,7 @@ DATA_SOURCES: dict[str, tuple[str, ...]] = {
     "pascalcontext": ("voc2010", "pascal-context"),
 }
 #: ILSVRC classifier an `init` names -> its `fcn data fetch` name (the Makefile's WEIGHT_NAME_*);
-#: the one table is reproduce.init_files.CLASSIFIERS
+#: the one table is reproduce.training.init_files.CLASSIFIERS
 INIT_WEIGHTS: dict[str, str] = CLASSIFIERS
 
 #: Typical input size (H, W) of each dataset's training images: the step time is scaled to it by

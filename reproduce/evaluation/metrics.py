@@ -384,7 +384,7 @@ def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a JSON object, got {type(rec).__name__}")
     for key in ("experiment", "split", "num_images", "scores"):
         if key not in rec:
-            raise ValueError(f"{path}: missing key {key!r} (see reproduce.metrics.METRICS_SCHEMA_DOC)")
+            raise ValueError(f"{path}: missing key {key!r} (see reproduce.evaluation.metrics.METRICS_SCHEMA_DOC)")
     for key in ("scores", "scores_geo", "scores_all_classes", "scores_without_background"):
         if key in rec:
             block = rec[key]

@@ -1,4 +1,4 @@
-"""`fcn tables`: the command over reproduce/tables.py (which does the work)."""
+"""`fcn tables`: the command over reproduce/reporting/tables.py (which does the work)."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reproduce.tables import DEFAULT_BENCH, DEFAULT_TOLERANCE, render_tables
+from reproduce.reporting.tables import DEFAULT_BENCH, DEFAULT_TOLERANCE, render_tables
 
 
 @click.command("tables")
@@ -21,7 +21,7 @@ from reproduce.tables import DEFAULT_BENCH, DEFAULT_TOLERANCE, render_tables
               help=f"Forward benchmark JSON for Table 1's timing column. Default: {DEFAULT_BENCH} if it exists.")
 @click.option("--paper-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory with tables.json and the paper's CSVs. Default: the package's own "
-                   "(reproduce/paper_data, also results/paper in a checkout).")
+                   "(reproduce/reporting/paper_data, also results/paper in a checkout).")
 @click.option("--caveat", default=None,
               help="What kind of run this is when it is not a reproduction (e.g. the smoke run's "
                    "reduced width and sample images); appended to every table's title.")

@@ -1,11 +1,11 @@
-"""`fcn upper-bound`: the command over reproduce/upper_bound.py (which does the work)."""
+"""`fcn upper-bound`: the command over reproduce/evaluation/upper_bound.py (which does the work)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from reproduce.upper_bound import (PAPER_FACTORS, VOC_NUM_CLASSES, VOID_POLICIES, labelled_split,
+from reproduce.evaluation.upper_bound import (PAPER_FACTORS, VOC_NUM_CLASSES, VOID_POLICIES, labelled_split,
                                    write_upper_bound)
 
 

@@ -15,7 +15,7 @@ Everything else in fcn-repro computes in float32 as Caffe does (the nets' defaul
   weights into the compiled graph and prepacks them. Weights changed afterwards are NOT seen,
   so never use it while training or before the weights are loaded.
 
-    >>> from reproduce.bf16 import bf16_mode
+    >>> from reproduce.evaluation.bf16 import bf16_mode
     >>> runner = bf16_mode(net, freeze=True)   # after loading the weights
     >>> scores = runner(data)                  # float32 outputs, computed in bfloat16
 

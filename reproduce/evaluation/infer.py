@@ -19,7 +19,7 @@ from reproduce.datasets import conventions
 from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
 from reproduce.datasets.nyud import log_depth
 from reproduce.experiments import Experiment
-from reproduce.palette import colorize, label_image
+from reproduce.evaluation.palette import colorize, label_image
 from reproduce.atomic import atomic_file, save_png_atomic
 from reproduce.progress import Progress, track
 

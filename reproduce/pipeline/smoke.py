@@ -21,7 +21,7 @@ from PIL import Image
 from nets.vgg_fcn import VGG16_TRUNK, scaled
 
 #: The real samples the smoke run trains and validates on: package data, so an installed wheel has them.
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def prepare_data(out: Path, fixtures: Path = SAMPLES) -> Path:

@@ -1,4 +1,4 @@
-"""`fcn export caffe`: the command over reproduce/export.py (which does the work)."""
+"""`fcn export caffe`: the command over reproduce/reporting/export.py (which does the work)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import click
 
 import nets
 from reproduce import experiments
-from reproduce.cli_options import WIDTH
-from reproduce.export import export_caffe
+from reproduce.commands.cli_options import WIDTH
+from reproduce.reporting.export import export_caffe
 
 
 @click.group("export")
