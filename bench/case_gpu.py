@@ -7,7 +7,7 @@ saying so. Measured, at 500 x 500 and at the typical VOC size 500 x 375 (W x H),
   training step (zero_grad, forward in TRAIN phase, SoftmaxWithLoss, backward, CaffeSGD.step),
   timed with CUDA events after warm-up (cudnn autotuning off, PyTorch's default), each run
   synchronized; peak GPU memory (torch.cuda.max_memory_allocated) per case;
-- the opt-in bf16 mode (reproduce/fast.py: bfloat16 autocast, eager) forward and training step,
+- the opt-in bf16 mode (reproduce/evaluation/bf16.py: bfloat16 autocast, eager) forward and training step,
   and its forward with torch.compile (first call = compile time reported apart);
 - what `torch.use_deterministic_algorithms(True)` costs: the exact training step at 500 x 375
   with it on against off;
@@ -104,7 +104,7 @@ def _step_fn(net, runner, exp, xs, label) -> Callable[[], None]:
 def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
     """Forward and training step, exact and bf16, at each size; the deterministic cost."""
     from reproduce import experiments
-    from reproduce.fast import fast_mode
+    from reproduce.evaluation.bf16 import bf16_mode
     from reproduce.training.train import use_exact_cuda_math
     use_exact_cuda_math()
     exp = experiments.get(NET)
@@ -114,7 +114,7 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
         net = random_net(NET, fast=True).to(dev)
         xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
         y = _labels((h, w), dev)
-        bf16 = fast_mode(net, compile=False)
+        bf16 = bf16_mode(net, compile=False)
         rec: dict = {}
         net.eval()
         with torch.inference_mode():
@@ -125,7 +125,7 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
         rec["train_bf16"] = _peak(lambda: cuda_timed(_step_fn(net, bf16, exp, xs, y), warmup=warmup, runs=runs))
         if compile_:
             net.eval()
-            compiled = fast_mode(net, compile=True)
+            compiled = bf16_mode(net, compile=True)
             with torch.no_grad():
                 t0 = time.perf_counter()
                 compiled(*xs)

@@ -16,7 +16,7 @@ What is checked, all on CUDA with TF32 off (Caffe computes in full float32):
   `torch.use_deterministic_algorithms(True)`; snapshots written on the GPU resume on the CPU,
   and the CPU's on the GPU;
 - `fcn eval` and `fcn infer --device cuda` against `--device cpu`;
-- the opt-in bf16 mode (reproduce/fast.py): its deviation from the exact path, printed;
+- the opt-in bf16 mode (reproduce/evaluation/bf16.py): its deviation from the exact path, printed;
 - DDP over NCCL on 2 GPUs equal to one process with iter_size 2 (skipped with fewer than 2 GPUs).
 """
 from __future__ import annotations
@@ -314,8 +314,8 @@ def test_fcn_infer_on_cuda_equals_cpu(tmp_path):
 @pytest.mark.parametrize("compile", [False, True], ids=["bf16-eager", "bf16-compile"])
 def test_bf16_mode_agreement_on_cuda(compile):
     """bf16 autocast on CUDA against the exact float32 path: its deviation, printed, bounded as on the
-    CPU (tests/test_fast_paths.py::test_fast_mode_deviation_is_bounded)."""
-    from reproduce.fast import fast_mode
+    CPU (tests/test_fast_paths.py::test_bf16_mode_deviation_is_bounded)."""
+    from reproduce.evaluation.bf16 import bf16_mode
     from test_fast_paths import randomize_
 
     net = randomize_(nets.build("voc-fcn8s", width=1 / 4), seed=6).eval().to(CUDA)
@@ -323,7 +323,7 @@ def test_bf16_mode_agreement_on_cuda(compile):
     x = (torch.rand(1, 3, 128, 160, generator=gen) * 255 - 120).to(CUDA)
     with torch.no_grad():
         exact = net(x)
-        out = fast_mode(net, compile=compile)(x)
+        out = bf16_mode(net, compile=compile)(x)
     assert out.dtype == torch.float32 and out.shape == exact.shape
     rel = ((out - exact).abs().max() / exact.abs().max()).item()
     agree = (out.argmax(1) == exact.argmax(1)).float().mean().item()
