@@ -10,6 +10,8 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
 - region.json: the region forward (nets/region.py) against the fast kernels alone and the plain
   build, interleaved in one process: forward medians and ratios, FLOPs computed against nominal,
   evaluation images/s (bench/case_region.py);
+- caffe.json: real Caffe's voc-fcn8s forward against ours, alternating, when the oracle chroot is
+  built (bench/case_caffe.py; else the reason it did not run);
 - train_profile.json / .md: where voc-fcn8s's training step goes (zero_grad, forward, loss,
   backward by layer, the solver update), plain and default interleaved (bench/case_train_profile.py);
 - bf16_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_bf16_mode.py);
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         steps += [("forward", g) for g in forward if g.net == headline]
         steps += [("train", g) for g in train if g.net == headline]
         if not only:
-            steps += [("region", None), ("eval", None), ("train_profile", None), ("bf16_mode", None)]
+            steps += [("region", None), ("eval", None), ("caffe", None), ("train_profile", None), ("bf16_mode", None)]
         steps += [("other", m) for m in others]
         if before["gpu"]:  # the exact path and its plain baseline on the GPU too (TF32 off)
             steps += [("gpu_forward", g) for g in forward if g.net == headline]
@@ -172,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
                                        for v in ("plain", "fast")}
                 elif kind == "region":
                     results["region"] = bench.case("region forward", "bench.case_region", [], timeout_s=420)
+                elif kind == "caffe":
+                    from bench.case_caffe import caffe_available
+                    why = caffe_available()
+                    results["caffe"] = {"skipped": why} if why else bench.case(
+                        "caffe forward", "bench.case_caffe", [], timeout_s=540)
                 elif kind == "train_profile":
                     results["train_profile"] = bench.case("train profile", "bench.case_train_profile",
                                                           ["--runs", "3"], timeout_s=420)
@@ -198,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "bf16_mode.json", results.get("bf16_mode"))
     if "region" in results:
         write_json(args.out / "region.json", results["region"])
+    if results.get("caffe"):
+        write_json(args.out / "caffe.json", results["caffe"])
     if "train_profile" in results:
         from bench.case_train_profile import markdown_lines
         write_json(args.out / "train_profile.json", results["train_profile"])

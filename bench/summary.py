@@ -197,6 +197,9 @@ def render(results: dict, run: dict) -> str:
                   "nets switch TF32 off for convolutions and matmuls (`nets.fast.exact_cuda_math`), and "
                   "`bench.run` adds GPU forward and training-step cases for voc-fcn8s when a GPU is present.", ""]
     lines += ["## Region forward (`nets/region.py`)", "", *region_lines(results.get("region")), ""]
+    if "caffe" in results:
+        from bench.case_caffe import markdown_lines as caffe_lines
+        lines += ["## Against real Caffe (`bench/case_caffe.py`)", "", *caffe_lines(results.get("caffe")), ""]
     if "train_profile" in results:
         from bench.case_train_profile import markdown_lines
         lines += ["## Training step profile (`bench/case_train_profile.py`)", "",
@@ -225,7 +228,7 @@ def render(results: dict, run: dict) -> str:
     if run.get("skipped_for_time"):
         lines += ["## Skipped for time", "", "Not run because the time budget "
                   f"({run['budget_s']:.0f} s) was used up: " + ", ".join(run["skipped_for_time"]) + ".", ""]
-    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, train_profile.json, "
+    lines += ["Per-case records, commands and logs: nets.json, eval.json, region.json, caffe.json, train_profile.json, "
               "bf16_mode.json, run.json.", ""]
     return "\n".join(lines)
 
@@ -250,7 +253,8 @@ def load_results(out_dir: Path) -> tuple[dict[str, Any], dict]:
         return json.loads(path.read_text()) if path.is_file() else None
 
     results: dict[str, Any] = dict(read("nets.json") or {})
-    for key, name in (("eval", "eval.json"), ("region", "region.json"), ("train_profile", "train_profile.json"),
+    for key, name in (("eval", "eval.json"), ("region", "region.json"), ("caffe", "caffe.json"),
+                      ("train_profile", "train_profile.json"),
                       ("bf16_mode", "bf16_mode.json")):
         value = read(name)
         if value is not None:
