@@ -7,8 +7,10 @@ and puts its table in summary.md.
 - phases: one Caffe SGD iteration as bench.case_nets's train case (zero_grad, forward in TRAIN
   phase, SoftmaxWithLoss on random labels with 10 % ignored, backward, `CaffeSGD.step()`), each
   phase timed on its own (wall seconds, perf_counter), the plain build (`nets.build(name,
-  fast=False)`) and the default build interleaved step by step so that a change in the machine's
-  load hits both alike; medians over the runs, and the load average (os.getloadavg) before and
+  fast=False)`), the default build (whose training forward runs the region forward of
+  nets/region.py) and the default build with the region forward off (`set_region(net, False)`:
+  its training step before issue 17) interleaved step by step so that a change in the machine's
+  load hits all alike; medians over the runs, and the load average (os.getloadavg) before and
   after.
 - by layer: one more step of the default build under torch.profiler; the backward's operators
   grouped by the layer they belong to (convolution backward ops are matched to layers by their
