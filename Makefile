@@ -18,13 +18,15 @@ TRAIN_FLAGS ?=
 EVAL_FLAGS  ?=
 FETCH_FLAGS ?=
 # GPUS=0,1,... (with make -j N): every train and eval job takes a free GPU of the list for as long as
-# it runs (reproduce/gpu_slot.py: one flock per GPU, CUDA_VISIBLE_DEVICES set; a dead job frees its
+# it runs (reproduce/pipeline/gpu_slot.py: one flock per GPU, CUDA_VISIBLE_DEVICES set; a dead job frees its
 # GPU). Empty: jobs see every GPU, as before.
 GPUS   ?=
-GPU_SLOT = $(if $(strip $(GPUS)),$(PY) -m reproduce.gpu_slot --gpus $(GPUS) --lock-dir $(RUNS)/.gpu-slots --,)
+GPU_SLOT = $(if $(strip $(GPUS)),$(PY) -m reproduce.pipeline.gpu_slot --gpus $(GPUS) --lock-dir $(RUNS)/.gpu-slots --,)
 # Every fetch, convert, train and eval recipe runs through this: it records the stage's wall time,
-# peak RSS and disk in a stage-*.json beside its outputs (reproduce/stage_record.py).
-STAGE = $(PY) -m reproduce.stage_record
+# peak RSS and disk in a stage-*.json beside its outputs (reproduce/pipeline/stage_record.py).
+# exec: the wrapper replaces the recipe's shell, so that make waits on it and a SIGTERM or Ctrl-C
+# does not end the shell (dash does not exec a lone command) while fcn train is still stopping.
+STAGE = exec $(PY) -m reproduce.pipeline.stage_record
 
 # Downloads, converted weights and trained stages are intermediate files of the chains below:
 # never delete them (they cost hours to remake).
@@ -251,16 +253,16 @@ reproduce-smoke: $(STAMP)
 	touch $(SMOKE)/data/.fetched-sbd $(SMOKE)/data/.fetched-voc2011
 	$(MAKE) --no-print-directory $(SMOKE_FLAGS) $(foreach e,voc-fcn32s voc-fcn16s voc-fcn8s,$(SMOKE)/eval/$(e)/metrics.json)
 	$(FCN) tables --runs $(SMOKE)/eval --out $(SMOKE_TABLES) --caveat "$(SMOKE_CAVEAT)"
-	$(PY) -m reproduce.smoke_check $(SMOKE) $(SMOKE_TABLES)
+	$(PY) -m reproduce.reporting.smoke_check $(SMOKE) $(SMOKE_TABLES)
 
 # ---------------------------------------------------------------------------------------------
 # The dry run: `make reproduce-voc` itself at full size (full-width nets, a VGG16-sized caffemodel,
 # the shipped samples through a loopback mirror), 2 iterations per stage, killed once and rerun.
-# About 10 minutes and 9 GB of disk on 2 CPU cores: not part of .ci/run (reproduce/dryrun.py).
+# About 10 minutes and 9 GB of disk on 2 CPU cores: not part of .ci/run (reproduce/pipeline/dryrun.py).
 DRYRUN ?= runs/dryrun
 
 reproduce-voc-dryrun: $(STAMP)
-	$(PY) -m reproduce.dryrun $(DRYRUN) --fresh
+	$(PY) -m reproduce.pipeline.dryrun $(DRYRUN) --fresh
 
 # ---------------------------------------------------------------------------------------------
 bench: $(STAMP)

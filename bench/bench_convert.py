@@ -4,7 +4,7 @@ Run: `.venv/bin/python -m bench.bench_convert [--runs 5] [--cache DIR]`. Writes
 results/bench/convert.json and results/bench/convert.md.
 
 - The input is generated once with the project's caffemodel writer (weight_convert.caffe_writer,
-  the layers of `fcn smoke vgg16` at full width: reproduce.smoke.vgg16_layers; VGG16 layout as in
+  the layers of `fcn smoke vgg16` at full width: reproduce.pipeline.smoke.vgg16_layers; VGG16 layout as in
   VGG_ILSVRC_16_layers: conv1_1..conv5_3, fc6 4096x25088, fc7 4096x4096, fc8 1000x4096, V1
   `layers` with legacy 4-D blob shapes, random weights) into a cache directory outside the
   repository (default ~/.cache/fcn-repro/bench, or $FCN_BENCH_CACHE), and reused afterwards.
@@ -57,7 +57,7 @@ def vgg16_file(cache: Path) -> Path:
         return path
     # The project's writer, not tests/caffe_encoder.py: the tests keep that independent encoder
     # to check the reader against; a benchmark only needs a well-formed file.
-    from reproduce.smoke import vgg16_layers
+    from reproduce.pipeline.smoke import vgg16_layers
     from weight_convert.caffe_writer import write_caffemodel
 
     print(f"generating {path} (once) ...", flush=True)

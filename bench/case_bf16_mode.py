@@ -1,4 +1,4 @@
-"""The opt-in bf16 mode (reproduce/bf16.py, `fcn eval --bf16`) against the exact path, in this process.
+"""The opt-in bf16 mode (reproduce/evaluation/bf16.py, `fcn eval --bf16`) against the exact path, in this process.
 
 Run: `.venv/bin/python -m bench.case_bf16_mode --out x.json`.
 
@@ -12,7 +12,7 @@ On voc-fcn8s with random-ish weights (bench.common.random_net) and one 1 x 3 x 5
   fraction of pixels whose argmax class agrees;
 - on the three VOC sample images (reproduce/samples/voc), exact vs bfloat16 eager (the
   compiled runner would recompile for each image size): mean IU against the labels through
-  reproduce.evaluate (with random weights both are near 0 and mean nothing), and the bf16
+  reproduce.evaluation.evaluate (with random weights both are near 0 and mean nothing), and the bf16
   mode's argmax scored against the exact path's (pixel accuracy, mean IU in percent): how far
   bfloat16 moves the decisions.
 """
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     threads = set_threads()
     from nets.fast import set_fast
-    from reproduce.bf16 import bf16_mode
+    from reproduce.evaluation.bf16 import bf16_mode
 
     net = random_net(NET, fast=True).eval()
     (x,) = inputs_for(net, args.size)
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
         record[key] = {"settings": kw, "describe": runner.describe(), "first_call_s": first, **timing,
                        **_deviation(out, exact)}
 
-    from reproduce import experiments, metrics
+    from reproduce import experiments
+    from reproduce.evaluation import metrics
     from reproduce.datasets import open_dataset
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluation.evaluate import evaluate
     exp = experiments.get(NET)
     dataset = open_dataset("voc", VOC_FIXTURE, "sample")
     eager = bf16_mode(net, compile=False)

@@ -1,11 +1,11 @@
-"""Evaluation throughput in this process: images/s of `reproduce.evaluate.evaluate`, end to end.
+"""Evaluation throughput in this process: images/s of `reproduce.evaluation.evaluate.evaluate`, end to end.
 
 Run: `.venv/bin/python -m bench.case_eval --variant fast --out x.json`.
 
 What is timed is what `fcn eval` does per image: read the JPEG and PNG label and preprocess
 (reproduce.datasets, the VOC reader), the forward under inference mode at the image's own size
-(batch 1), argmax, the confusion histogram and the per-image loss (reproduce.metrics,
-reproduce.loss). Data: the three real VOC 2012 images in reproduce/samples/voc (500 x 375
+(batch 1), argmax, the confusion histogram and the per-image loss (reproduce.evaluation.metrics,
+reproduce.training.loss). Data: the three real VOC 2012 images in reproduce/samples/voc (500 x 375
 to 500 x 333), split "sample"; net: voc-fcn8s with random-ish weights (the speed does not depend
 on the values). Each timed run is one pass over the three images; DataLoader with 0 workers.
 """
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from reproduce import experiments
     from reproduce.datasets import open_dataset
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluation.evaluate import evaluate
 
     exp = experiments.get(NET)
     dataset = open_dataset("voc", VOC_FIXTURE, "sample")

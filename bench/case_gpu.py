@@ -7,12 +7,12 @@ saying so. Measured, at 500 x 500 and at the typical VOC size 500 x 375 (W x H),
   training step (zero_grad, forward in TRAIN phase, SoftmaxWithLoss, backward, CaffeSGD.step),
   timed with CUDA events after warm-up (cudnn autotuning off, PyTorch's default), each run
   synchronized; peak GPU memory (torch.cuda.max_memory_allocated) per case;
-- the opt-in bf16 mode (reproduce/fast.py: bfloat16 autocast, eager) forward and training step,
+- the opt-in bf16 mode (reproduce/evaluation/bf16.py: bfloat16 autocast, eager) forward and training step,
   and its forward with torch.compile (first call = compile time reported apart);
 - what `torch.use_deterministic_algorithms(True)` costs: the exact training step at 500 x 375
   with it on against off;
 - projected hours per 100,000 iterations (batch 1, iter_size 1) from each training step;
-- the real training loop (reproduce.train.train on voc-fcn8s at full width, the VOC sample JPEGs of
+- the real training loop (reproduce.training.train.train on voc-fcn8s at full width, the VOC sample JPEGs of
   reproduce/samples/voc decoded by its worker processes, logging every 20 iterations): seconds per
   iteration in steady state from its log.csv, against the pure compute time of the same steps on
   the same images already on the GPU; their ratio is the fraction of wall time the GPU is busy.
@@ -88,8 +88,8 @@ def _labels(size: tuple[int, int], device) -> torch.Tensor:
 
 def _step_fn(net, runner, exp, xs, label) -> Callable[[], None]:
     """One Caffe SGD iteration of one image; the loss is never read (no host synchronisation)."""
-    from reproduce.loss import softmax_with_loss
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
     solver = CaffeSGD(net, base_lr=exp.base_lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
                       iter_size=1, lr_policy=exp.lr_policy)
 
@@ -104,8 +104,8 @@ def _step_fn(net, runner, exp, xs, label) -> Callable[[], None]:
 def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
     """Forward and training step, exact and bf16, at each size; the deterministic cost."""
     from reproduce import experiments
-    from reproduce.fast import fast_mode
-    from reproduce.train import use_exact_cuda_math
+    from reproduce.evaluation.bf16 import bf16_mode
+    from reproduce.training.train import use_exact_cuda_math
     use_exact_cuda_math()
     exp = experiments.get(NET)
     dev = torch.device("cuda")
@@ -114,7 +114,7 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
         net = random_net(NET, fast=True).to(dev)
         xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
         y = _labels((h, w), dev)
-        bf16 = fast_mode(net, compile=False)
+        bf16 = bf16_mode(net, compile=False)
         rec: dict = {}
         net.eval()
         with torch.inference_mode():
@@ -125,7 +125,7 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
         rec["train_bf16"] = _peak(lambda: cuda_timed(_step_fn(net, bf16, exp, xs, y), warmup=warmup, runs=runs))
         if compile_:
             net.eval()
-            compiled = fast_mode(net, compile=True)
+            compiled = bf16_mode(net, compile=True)
             with torch.no_grad():
                 t0 = time.perf_counter()
                 compiled(*xs)
@@ -167,9 +167,9 @@ def measure_loop(iterations: int, display: int = 20) -> dict:
     import dataclasses
     from reproduce import experiments
     from reproduce.datasets import open_dataset
-    from reproduce.loss import softmax_with_loss
-    from reproduce.solver import CaffeSGD
-    from reproduce.train import train, use_exact_cuda_math
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
+    from reproduce.training.train import train, use_exact_cuda_math
 
     exp = dataclasses.replace(experiments.get(NET), max_iter=iterations, test_interval=iterations, snapshot=iterations)
     ds = open_dataset("voc", ROOT / "reproduce" / "samples" / "voc", "sample")
@@ -234,7 +234,7 @@ def render_md(record: dict) -> str:
                       f"{ms(d['on'])} ms against {ms(d['off'])} ms ({d['slowdown']:.2f}x)"]
     loop = record.get("loop")
     if loop:
-        lines += ["", f"Real training loop (reproduce.train, the VOC sample JPEGs {', '.join(loop['images'])}, "
+        lines += ["", f"Real training loop (reproduce.training.train, the VOC sample JPEGs {', '.join(loop['images'])}, "
                       f"iterations {loop['window'][0]}-{loop['window'][1]} of {loop['iterations']}): "
                       f"{loop['s_per_iteration'] * 1000:.1f} ms per iteration against {loop['compute_s'] * 1000:.1f} ms "
                       f"of pure compute of the same steps: the GPU is busy {100 * loop['busy_fraction']:.1f} % of the "

@@ -7,7 +7,7 @@ whole process: import, build, warm-up and timed runs) is the case's own.
 - forward: `net.eval()` under `torch.inference_mode()`, 1 x C x S x S input(s) (S = 500).
 - train: one Caffe SGD iteration of one image: `solver.zero_grad()`, forward in TRAIN phase
   (dropout on), SoftmaxWithLoss on random labels (10 % ignore), backward, `CaffeSGD.step()`
-  with the experiment's solver settings (reproduce.solver, reproduce.loss).
+  with the experiment's solver settings (reproduce.training.solver, reproduce.training.loss).
 - variant "fast" is `nets.build(name)` (the default), "plain" is `nets.build(name, fast=False)`:
   NCHW, every layer its torch.nn module, no prepacking, no fusion.
 """
@@ -37,8 +37,8 @@ def forward_case(name: str, fast: bool, size: int, warmup: int, runs: int, devic
 
 def train_case(name: str, fast: bool, size: int, warmup: int, runs: int, device: torch.device) -> dict:
     from reproduce import experiments
-    from reproduce.loss import softmax_with_loss
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
 
     exp = experiments.get(name)
     net = random_net(name, fast=fast).train().to(device)

@@ -13,7 +13,7 @@ table in summary.md.
   dense) and what the region forward computes (its trunk convolutions over their computed
   rectangles, the rest as nominal), and the first region call's extra time (geometry and
   background for a new input size).
-- eval: images/s of `reproduce.evaluate.evaluate` on the three VOC 2012 sample images
+- eval: images/s of `reproduce.evaluation.evaluate.evaluate` on the three VOC 2012 sample images
   (bench.case_eval's VOC_FIXTURE, split "sample"), the three variants interleaved pass by pass.
 - exactness: max |region - plain| / max |plain| of the scores.
 """
@@ -107,7 +107,7 @@ def forward_block(name: str, size: int, runs: int) -> dict:
 def eval_block(runs: int) -> dict:
     from reproduce import experiments
     from reproduce.datasets import open_dataset
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluation.evaluate import evaluate
 
     exp = experiments.get(EVAL_NET)
     dataset = open_dataset("voc", VOC_FIXTURE, "sample")

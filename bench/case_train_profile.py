@@ -37,7 +37,7 @@ PHASES = ("zero_grad", "forward", "loss", "backward", "solver")
 
 def _setup(fast: bool, size: int, region: bool = True):
     from reproduce import experiments
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.solver import CaffeSGD
 
     exp = experiments.get(NET)
     net = nets.set_region(random_net(NET, fast=fast), region).train()
@@ -51,7 +51,7 @@ def _setup(fast: bool, size: int, region: bool = True):
 
 
 def _step(exp, net, xs, solver, label) -> tuple[dict[str, float], float]:
-    from reproduce.loss import softmax_with_loss
+    from reproduce.training.loss import softmax_with_loss
 
     t = {}
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def profile_backward(exp, net, xs, solver, label) -> dict:
     the operator has a weight (fc6 / fc7 run their products as oneDNN 1x1 convolutions: `aten::mkldnn_convolution`)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from reproduce.loss import softmax_with_loss
+    from reproduce.training.loss import softmax_with_loss
 
     shapes = layer_shapes(net, xs)
     solver.zero_grad()

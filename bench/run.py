@@ -6,7 +6,7 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
 - nets.json: forward (inference) and training step of the experiment nets at 500 x 500, the
   default build ("fast") and the plain build (NCHW, no prepacking, no fusion) measured in the
   same run, with ratios (bench/case_nets.py, bench/plan.py for which net stands for which);
-- eval.json: evaluation throughput, images/s through reproduce.evaluate (bench/case_eval.py);
+- eval.json: evaluation throughput, images/s through reproduce.evaluation.evaluate (bench/case_eval.py);
 - region.json: the region forward (nets/region.py) against the fast kernels alone and the plain
   build, interleaved in one process: forward medians and ratios, FLOPs computed against nominal,
   evaluation images/s (bench/case_region.py);

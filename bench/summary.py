@@ -152,7 +152,7 @@ def region_lines(r: dict | None) -> list[str]:
     ev = r.get("eval")
     if ev:
         ips = ev["images_per_s"]
-        lines += ["", f"Evaluation ({ev['dataset']}, `reproduce.evaluate`, {ev['runs']} passes each, interleaved): "
+        lines += ["", f"Evaluation ({ev['dataset']}, `reproduce.evaluation.evaluate`, {ev['runs']} passes each, interleaved): "
                   f"plain {ips['plain']:.2f}, fast {ips['fast']:.2f}, region {ips['region']:.2f} images/s "
                   f"(region {ev['region_over_plain']:.2f}x the plain build's throughput)."]
     return lines
@@ -202,7 +202,7 @@ def render(results: dict, run: dict) -> str:
         lines += ["## Training step profile (`bench/case_train_profile.py`)", "",
                   *markdown_lines(results.get("train_profile")), ""]
     ev = results.get("eval") or {}
-    lines += ["## Evaluation throughput (`reproduce.evaluate`, data loading and metrics included)", ""]
+    lines += ["## Evaluation throughput (`reproduce.evaluation.evaluate`, data loading and metrics included)", ""]
     if ev.get("fast") and ev.get("plain"):
         f, p = ev["fast"], ev["plain"]
         lines += ["| net | data | default images/s | plain images/s | speed-up | default peak RSS MiB | plain peak RSS MiB |",
@@ -211,7 +211,7 @@ def render(results: dict, run: dict) -> str:
                   f"| {f['images_per_s'] / p['images_per_s']:.2f}x | {_mib(f):.0f} | {_mib(p):.0f} |"]
     else:
         lines += ["Not measured (the case failed or was skipped for time; see run.json)."]
-    lines += ["", "## Opt-in bf16 mode (`reproduce/bf16.py`, `fcn eval --bf16`, not Caffe-exact)", "", *_bf16_mode_lines(results.get("bf16_mode")), ""]
+    lines += ["", "## Opt-in bf16 mode (`reproduce/evaluation/bf16.py`, `fcn eval --bf16`, not Caffe-exact)", "", *_bf16_mode_lines(results.get("bf16_mode")), ""]
     others = [p for p in run["processes"] if p["label"].startswith("bench.bench_")]
     if others:
         lines += ["## Other benches (their own modules and results files)", "",

@@ -30,7 +30,7 @@ What the fast path does on the CPU, and why:
 
 On other devices the layers run as in the plain build. On CUDA the nets switch TF32 off for
 convolutions and matmuls (`exact_cuda_math`), since TF32 moves results far beyond 1e-5. Under
-torch.compile and autocast (the opt-in bf16 mode, reproduce/bf16.py) the plain layers run too.
+torch.compile and autocast (the opt-in bf16 mode, reproduce/evaluation/bf16.py) the plain layers run too.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def exact_cuda_math(x: torch.Tensor) -> None:
     """Keep CUDA convolutions and matmuls in full float32 (TF32 off), as Caffe computes.
 
     Process-wide and sticky, so that the backward pass (run after the forward returns) is exact
-    too. A no-op for CPU tensors. The opt-in bf16 mode (reproduce/bf16.py) runs in bfloat16.
+    too. A no-op for CPU tensors. The opt-in bf16 mode (reproduce/evaluation/bf16.py) runs in bfloat16.
     """
     if x.is_cuda:
         if torch.backends.cudnn.allow_tf32:

@@ -30,7 +30,7 @@ def resolve_device(name: str) -> torch.device:
     """The torch.device for `name` (see NAMES); raises DeviceError naming the problem.
 
     "cuda" stays un-indexed so that a torchrun process can still pick cuda:<LOCAL_RANK>
-    (reproduce.distributed); "cuda:N" must name an existing device (0 <= N < device count).
+    (reproduce.training.distributed); "cuda:N" must name an existing device (0 <= N < device count).
     """
     text = str(name).strip().lower()
     if text == "auto":

@@ -12,9 +12,9 @@ import warnings
 import pytest
 import torch
 
-from reproduce import checkpoint
-from reproduce.infer import WeightsError, load_weights
-from reproduce.train import NonFiniteLossError, train
+from reproduce.training import checkpoint
+from reproduce.evaluation.infer import WeightsError, load_weights
+from reproduce.training.train import NonFiniteLossError, train
 from train_support import assert_states_equal, read_state, tiny_experiment, voc_samples
 from weight_convert.errors import WeightMismatchError
 from weight_convert.ptfile import DamagedFileError, load_pt, verify

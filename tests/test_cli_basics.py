@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from reproduce.cli import main as fcn
+from reproduce.commands.cli import main as fcn
 from weight_convert.cli import main as convert_caffe
 from weight_convert import provenance
 

@@ -1,5 +1,5 @@
 """Each shared option (--data-root, --device, --width, --workers) is the one defined in
-reproduce/cli_options.py: every command of `fcn` and `convert-caffe` that takes it has the same
+reproduce/commands/cli_options.py: every command of `fcn` and `convert-caffe` that takes it has the same
 default, help, type and environment variable."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from reproduce import cli_options
-from reproduce.cli import main as fcn
+from reproduce.commands import cli_options
+from reproduce.commands.cli import main as fcn
 from weight_convert.cli import main as convert_caffe
 
 SHARED = ("--data-root", "--device", "--width", "--workers")
@@ -67,7 +67,7 @@ def test_the_walk_finds_every_command_that_takes_them():
 def test_every_use_is_the_shared_definition(name):
     want = _signature(_reference(name))
     differing = [" ".join(path) for path, option in USES[name] if _signature(option) != want]
-    assert not differing, f"{name} defined differently (not from reproduce/cli_options.py) in: {differing}"
+    assert not differing, f"{name} defined differently (not from reproduce/commands/cli_options.py) in: {differing}"
 
 
 def test_width_default_is_none_meaning_the_record():

@@ -16,7 +16,7 @@ What is checked, all on CUDA with TF32 off (Caffe computes in full float32):
   `torch.use_deterministic_algorithms(True)`; snapshots written on the GPU resume on the CPU,
   and the CPU's on the GPU;
 - `fcn eval` and `fcn infer --device cuda` against `--device cpu`;
-- the opt-in bf16 mode (reproduce/fast.py): its deviation from the exact path, printed;
+- the opt-in bf16 mode (reproduce/evaluation/bf16.py): its deviation from the exact path, printed;
 - DDP over NCCL on 2 GPUs equal to one process with iter_size 2 (skipped with fewer than 2 GPUs).
 """
 from __future__ import annotations
@@ -44,8 +44,8 @@ WIDTH = 1 / 16
 
 @pytest.fixture(autouse=True)
 def exact_cuda_math():
-    """TF32 off for every test here (what fcn train / eval do on CUDA: reproduce.train.use_exact_cuda_math)."""
-    from reproduce.train import use_exact_cuda_math
+    """TF32 off for every test here (what fcn train / eval do on CUDA: reproduce.training.train.use_exact_cuda_math)."""
+    from reproduce.training.train import use_exact_cuda_math
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     use_exact_cuda_math()
     yield
@@ -148,7 +148,7 @@ def deterministic():
 
 
 def _train(out, dataset, device, **kw):
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment, voc_samples
 
     settings = dict(max_iter=6, test_interval=3, snapshot=2)
@@ -161,8 +161,8 @@ def _train(out, dataset, device, **kw):
 def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, deterministic, monkeypatch):
     """Interrupted in the main process right after the iteration-4 checkpoint (the images are
     decoded in worker processes on CUDA, so the interruption is not the data's), then resumed."""
-    from reproduce import checkpoint
-    from reproduce import train as training
+    from reproduce.training import checkpoint
+    from reproduce.training import train as training
     from train_support import assert_states_equal, read_state, voc_samples
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -193,7 +193,7 @@ def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
     """Iterations that log nothing never wait for the GPU: they run under
     torch.cuda.set_sync_debug_mode("error"), which raises on any synchronising call (loss.item(),
     a blocking copy, a value read). Images come from worker processes in pinned memory."""
-    from reproduce import train as training
+    from reproduce.training import train as training
     from train_support import voc_samples
 
     real, quiet, pinned = training._one_iteration, [], []
@@ -216,7 +216,7 @@ def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "_one_iteration", watched)
     monkeypatch.setattr(training._worker_read_ahead, "__next__", watched_next)
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment
     for normalize in (False, True):
         exp = tiny_experiment(base_lr=1e-7, momentum=0.99, iter_size=2, max_iter=12, test_interval=12, snapshot=12,
@@ -230,7 +230,7 @@ def test_gpu_snapshots_resume_on_the_cpu_and_back(tmp_path):
     """A run's snapshot written on the GPU resumes on the CPU (and a CPU snapshot on the GPU): the
     files hold CPU tensors only; the weights continue from where they were, within float32 noise of
     a run that stayed on one device."""
-    from reproduce import checkpoint
+    from reproduce.training import checkpoint
     from test_ddp import max_relative_difference
     from train_support import read_state, voc_samples
 
@@ -263,7 +263,7 @@ def test_gpu_snapshots_resume_on_the_cpu_and_back(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_fcn_eval_on_cuda_equals_cpu(tmp_path):
     from click.testing import CliRunner
-    from reproduce.eval_cli import eval_command
+    from reproduce.commands.eval_cli import eval_command
     from test_evaluate import make_voc_dir
     from test_fast_paths import randomize_
 
@@ -288,7 +288,7 @@ def test_fcn_eval_on_cuda_equals_cpu(tmp_path):
 def test_fcn_infer_on_cuda_equals_cpu(tmp_path):
     from click.testing import CliRunner
     from PIL import Image
-    from reproduce.eval_cli import infer_command
+    from reproduce.commands.eval_cli import infer_command
     from test_fast_paths import randomize_
     from test_infer import write_rgb
 
@@ -314,8 +314,8 @@ def test_fcn_infer_on_cuda_equals_cpu(tmp_path):
 @pytest.mark.parametrize("compile", [False, True], ids=["bf16-eager", "bf16-compile"])
 def test_bf16_mode_agreement_on_cuda(compile):
     """bf16 autocast on CUDA against the exact float32 path: its deviation, printed, bounded as on the
-    CPU (tests/test_fast_paths.py::test_fast_mode_deviation_is_bounded)."""
-    from reproduce.fast import fast_mode
+    CPU (tests/test_fast_paths.py::test_bf16_mode_deviation_is_bounded)."""
+    from reproduce.evaluation.bf16 import bf16_mode
     from test_fast_paths import randomize_
 
     net = randomize_(nets.build("voc-fcn8s", width=1 / 4), seed=6).eval().to(CUDA)
@@ -323,7 +323,7 @@ def test_bf16_mode_agreement_on_cuda(compile):
     x = (torch.rand(1, 3, 128, 160, generator=gen) * 255 - 120).to(CUDA)
     with torch.no_grad():
         exact = net(x)
-        out = fast_mode(net, compile=compile)(x)
+        out = bf16_mode(net, compile=compile)(x)
     assert out.dtype == torch.float32 and out.shape == exact.shape
     rel = ((out - exact).abs().max() / exact.abs().max()).item()
     agree = (out.argmax(1) == exact.argmax(1)).float().mean().item()
@@ -337,7 +337,7 @@ def test_bf16_mode_agreement_on_cuda(compile):
 # ------------------------------------------------------------------------------------------------
 def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
     import torch.distributed as dist
-    from reproduce.train import train
+    from reproduce.training.train import train
     from test_ddp import _experiment
     from train_support import voc_samples
 
@@ -355,7 +355,7 @@ def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
                     reason="DDP over NCCL needs 2 CUDA GPUs")
 def test_two_nccl_processes_equal_one_process_with_iter_size_two(tmp_path):
     import torch.multiprocessing as mp
-    from reproduce.train import train
+    from reproduce.training.train import train
     from test_ddp import _experiment, _losses, max_relative_difference
     from train_support import read_state, voc_samples
 

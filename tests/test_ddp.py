@@ -1,7 +1,7 @@
 """Two CPU processes (gloo, DistributedDataParallel) train exactly like one process with iter_size 2.
 
 Process r takes the images at order positions r, r+2, ... of each iteration and the gradients are
-summed across processes before Caffe's 1/iter_size normalization (reproduce.distributed).
+summed across processes before Caffe's 1/iter_size normalization (reproduce.training.distributed).
 """
 import csv
 import os
@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from reproduce.distributed import StepPlan
-from reproduce.train import train
+from reproduce.training.distributed import StepPlan
+from reproduce.training.train import train
 from train_support import read_state, tiny_experiment, voc_samples
 
 WIDTH = 1 / 16
@@ -97,7 +97,7 @@ def test_two_gloo_processes_equal_one_process_with_iter_size_two(tmp_path, one_t
 def _stopping_worker(rank: int, world: int, init_file: str, out: str, delay: float) -> None:
     """One process of a 2-process run whose images load slowly; writes what TrainingInterrupted said."""
     import json
-    from reproduce.stop_signals import TrainingInterrupted, exit_status
+    from reproduce.training.stop_signals import TrainingInterrupted, exit_status
     from train_runner import SlowDataset
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -122,7 +122,7 @@ def test_a_signal_to_one_process_stops_both_at_the_same_iteration_and_resumes_bi
     import json
     import signal
     import time
-    from reproduce import checkpoint
+    from reproduce.training import checkpoint
     out = tmp_path / "ddp"
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_stopping_worker, args=(r, 2, str(tmp_path / "rendezvous"), str(out), 0.1))

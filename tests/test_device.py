@@ -15,9 +15,9 @@ import torch
 from click.testing import CliRunner
 
 from reproduce import device as device_mod
-from reproduce.cli import main as fcn
+from reproduce.commands.cli import main as fcn
 from reproduce.device import DeviceError, resolve_device
-from reproduce.device_cli import check_message
+from reproduce.commands.device_cli import check_message
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = "torch X is built without CUDA"

@@ -1,4 +1,4 @@
-"""The dry run's inputs (reproduce.dryrun): what the loopback mirror serves and the registry override.
+"""The dry run's inputs (reproduce.pipeline.dryrun): what the loopback mirror serves and the registry override.
 
 The dry run itself (`make reproduce-voc-dryrun`, about 10 minutes at full width) is not part of the
 test suite; these tests check its pieces at reduced width.
@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import sys
 import tarfile
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from reproduce.datasets.locate import find_in
-from reproduce.dryrun import make_command, prepare, serve
+from reproduce.pipeline.dryrun import _run, make_command, prepare, serve
 from weight_convert.caffemodel import read_net
 
 
@@ -52,3 +57,32 @@ def test_the_chain_is_make_reproduce_voc_on_the_cpu_through_the_mirror(tmp_path:
     assert "reproduce-voc" in command and "DEVICE=cpu" in command
     assert f"FETCH_FLAGS=--mirror http://127.0.0.1:1" in command
     assert any(c.startswith("TRAIN_FLAGS=--max-iter 2 ") for c in command)
+
+
+_TRAPS_TERM = """
+import pathlib, signal, sys, time
+def stop(signum, frame):
+    print("stopping cleanly", flush=True)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path(sys.argv[1]).write_text("started")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum,status,clean", [(signal.SIGTERM, 143, True), (signal.SIGKILL, -9, False)])
+def test_the_kill_is_the_chosen_signal_to_the_group_and_the_command_is_waited_for(
+        tmp_path: Path, signum: int, status: int, clean: bool) -> None:
+    marker, log = tmp_path / "started", tmp_path / "make.log"
+    got, sent = _run([sys.executable, "-c", _TRAPS_TERM, str(marker)], dict(os.environ), log, marker, signum)
+    assert sent and got == status
+    assert ("stopping cleanly" in log.read_text()) == clean
+
+
+def test_the_attempt_ends_when_its_last_process_does(tmp_path: Path) -> None:
+    # A shell that dies at once while its child (a trainer writing its stop snapshot) goes on.
+    log = tmp_path / "make.log"
+    script = "(sleep 1; echo 'snapshot written') & exit 0"
+    status, sent = _run(["sh", "-c", script], dict(os.environ), log, None)
+    assert (status, sent) == (0, False)
+    assert "snapshot written" in log.read_text()

@@ -1,5 +1,5 @@
 """`fcn eval` with data-loading workers: a bad file gives the same one line as `--workers 0`, not
-the worker's wrapped traceback (reproduce.evaluate carries the exception back)."""
+the worker's wrapped traceback (reproduce.evaluation.evaluate carries the exception back)."""
 from __future__ import annotations
 
 import pickle
@@ -13,8 +13,8 @@ from PIL import Image
 import nets
 from reproduce import experiments
 from reproduce.datasets import DatasetError
-from reproduce.cli import main as fcn  # through fcn: click caches each command's help option (fcn's has -h)
-from reproduce.evaluate import _picklable, evaluate
+from reproduce.commands.cli import main as fcn  # through fcn: click caches each command's help option (fcn's has -h)
+from reproduce.evaluation.evaluate import _picklable, evaluate
 from test_evaluate import WIDTH, make_voc_dir
 
 

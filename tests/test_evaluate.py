@@ -1,4 +1,4 @@
-"""reproduce.evaluate: rigged nets with known scores and losses, SIFT Flow's two heads, `fcn eval`
+"""reproduce.evaluation.evaluate: rigged nets with known scores and losses, SIFT Flow's two heads, `fcn eval`
 and the VOC evaluation-server export, on generated tiny data and reduced-width nets."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from PIL import Image
 
 import nets
 from reproduce import experiments
-from reproduce.eval_cli import eval_command
-from reproduce.evaluate import evaluate
-from reproduce.palette import voc_palette
+from reproduce.commands.eval_cli import eval_command
+from reproduce.evaluation.evaluate import evaluate
+from reproduce.evaluation.palette import voc_palette
 
 WIDTH = 1 / 32
 

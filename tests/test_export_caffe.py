@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import nets
 from nets.prototxt import layers_of, parse_net
 from reproduce import experiments
-from reproduce.cli import main as fcn
+from reproduce.commands.cli import main as fcn
 from weight_convert import read_net
 from weight_convert.caffe_writer import write_caffemodel
 from weight_convert.cli import main as convert_caffe

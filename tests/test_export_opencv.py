@@ -12,7 +12,7 @@ import torch
 
 import nets
 from reproduce import experiments
-from reproduce.export import export_caffe
+from reproduce.reporting.export import export_caffe
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV not installed: optional test dependency, "
                           "pip install 'opencv-python-headless<5' (or make test-export-opencv)")

@@ -152,8 +152,8 @@ def test_training_gradients_equal_plain(name, gemm_calls):
 
 
 def test_training_step_with_the_solver_equals_plain():
-    from reproduce.loss import softmax_with_loss
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
 
     fast, plain = pair("voc-fcn16s")
     xs = inputs(fast, 50, 41, n=1)
@@ -291,7 +291,7 @@ def test_matrix_product_convolution_matches_conv2d(n, c, h, w, o, k, bias, dtype
 
 
 def test_bf16_mode_deviation_is_bounded():
-    from reproduce.bf16 import Bf16Net, bf16_mode
+    from reproduce.evaluation.bf16 import Bf16Net, bf16_mode
 
     fast, _ = pair("voc-fcn8s")
     fast.eval()

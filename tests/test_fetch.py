@@ -410,7 +410,7 @@ def test_from_file_cifar_model_offered_as_vgg16_is_refused(tmp_path: Path) -> No
 def test_vgg16_shaped_file_with_a_wrong_shape_is_refused(tmp_path: Path) -> None:
     from dataclasses import replace
     from reproduce.datasets.sources import get_source
-    from reproduce.smoke import vgg16_layers
+    from reproduce.pipeline.smoke import vgg16_layers
     from weight_convert.caffe_writer import write_caffemodel
     unsized = replace(get_source("vgg16"), size=None)
     layers = vgg16_layers(WIDTH)
@@ -517,7 +517,7 @@ def test_recorded_checksums_are_listed_and_forgotten(server: FileServer, tmp_pat
 def test_override_gives_sizes_checksums_and_split_sizes(server: FileServer, tmp_path: Path, monkeypatch) -> None:
     """The dry run's override: the samples packed as the official VOC2011 and SBD archives, served
     by a mirror, fetched and checked through the CLI with the override's sha256, size and counts."""
-    from reproduce.dryrun import prepare
+    from reproduce.pipeline.dryrun import prepare
     from reproduce.datasets.sources import SOURCES, get_source
     override = prepare(tmp_path / "dry", width=WIDTH)
     for f in (tmp_path / "dry" / "serve").iterdir():
@@ -540,7 +540,7 @@ def test_override_gives_sizes_checksums_and_split_sizes(server: FileServer, tmp_
 
 
 def test_archive_failing_the_layout_check_is_not_installed(server: FileServer, tmp_path: Path, monkeypatch) -> None:
-    from reproduce.dryrun import prepare
+    from reproduce.pipeline.dryrun import prepare
     from reproduce.datasets.sources import get_source
     override = prepare(tmp_path / "dry", width=WIDTH)
     data = json.loads(override.read_text())

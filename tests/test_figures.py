@@ -1,4 +1,4 @@
-"""reproduce.figures and `fcn figure`: the Figure-4 grid and learning curves, as PNG."""
+"""reproduce.reporting.figures and `fcn figure`: the Figure-4 grid and learning curves, as PNG."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import nets
-from reproduce.eval_cli import figure_command
-from reproduce.figures import (LINE_COLOURS, Series, format_tick, nice_ticks, read_log_series, render_curves,
+from reproduce.commands.eval_cli import figure_command
+from reproduce.reporting.figures import (LINE_COLOURS, Series, format_tick, nice_ticks, read_log_series, render_curves,
                                render_grid)
-from reproduce.palette import label_image, voc_colormap
+from reproduce.evaluation.palette import label_image, voc_colormap
 
 WIDTH = 1 / 32
 

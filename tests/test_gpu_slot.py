@@ -1,4 +1,4 @@
-"""reproduce.gpu_slot: concurrent jobs get distinct GPUs, a dead job frees its GPU, and the
+"""reproduce.pipeline.gpu_slot: concurrent jobs get distinct GPUs, a dead job frees its GPU, and the
 Makefile pins every train and eval job of `make -j N reproduce-all GPUS=...` through it."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import gpu_slot
+from reproduce.pipeline import gpu_slot
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOT = [sys.executable, "-m", "reproduce.gpu_slot"]
+SLOT = [sys.executable, "-m", "reproduce.pipeline.gpu_slot"]
 
 
 def _job(lock_dir: Path, gpus: str, code: str, *extra: str) -> subprocess.Popen:
@@ -92,7 +92,7 @@ def test_makefile_pins_every_train_and_eval_job_of_reproduce_all(tmp_path):
     trains = [l for l in pinned if "fcn train" in l]
     evals = [l for l in pinned if "fcn eval" in l]
     assert len(trains) == 3 + 4 and len(evals) == 2  # voc 32s, 16s, 8s; nyud color, hha, color-hha, 16s
-    slot = f"-m reproduce.gpu_slot --gpus 0,1,2 --lock-dir {tmp_path}/runs/.gpu-slots -- .venv/bin/fcn"
+    slot = f"-m reproduce.pipeline.gpu_slot --gpus 0,1,2 --lock-dir {tmp_path}/runs/.gpu-slots -- .venv/bin/fcn"
     assert all(slot in l for l in trains + evals), pinned
     assert not any("gpu_slot" in l for l in dry())  # without GPUS: as before
     r = subprocess.run(["make", "-n", "reproduce-all", "GPUS=0,1", f"RUNS={tmp_path}/runs"], cwd=ROOT,

@@ -1,4 +1,4 @@
-"""reproduce.infer, reproduce.palette and `fcn infer` on generated images and reduced-width nets."""
+"""reproduce.evaluation.infer, reproduce.evaluation.palette and `fcn infer` on generated images and reduced-width nets."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +10,9 @@ from PIL import Image
 import nets
 from reproduce import experiments
 from reproduce.datasets import conventions
-from reproduce.eval_cli import infer_command
-from reproduce.infer import WeightsError, load_weights, preprocess
-from reproduce.palette import colorize, label_image, read_label_png, voc_colormap
+from reproduce.commands.eval_cli import infer_command
+from reproduce.evaluation.infer import WeightsError, load_weights, preprocess
+from reproduce.evaluation.palette import colorize, label_image, read_label_png, voc_colormap
 
 WIDTH = 1 / 32
 PERSON = 15

@@ -82,7 +82,7 @@ def test_the_wheel_holds_the_package_data_and_licence(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         size = sum(i.file_size for i in z.infolist())
-    assert "reproduce/paper_data/tables.json" in names and "reproduce/paper_data/table3_voc_test.csv" in names
+    assert "reproduce/reporting/paper_data/tables.json" in names and "reproduce/reporting/paper_data/table3_voc_test.csv" in names
     assert any(n.startswith("reproduce/samples/voc/VOC2012/JPEGImages/") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     assert not any(n.startswith("tests/") for n in names)

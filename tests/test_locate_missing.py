@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from reproduce.datasets import DatasetError, open_dataset
-from reproduce.cli import main as fcn  # through fcn: click caches a help option per command, and the
+from reproduce.commands.cli import main as fcn  # through fcn: click caches a help option per command, and the
 # group invoked alone would cache one without -h (tests/test_cli_basics.py)
 from reproduce.datasets.layout_check import check_source
 from reproduce.datasets.locate import what_is_missing

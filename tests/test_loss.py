@@ -1,9 +1,9 @@
-"""reproduce.loss.softmax_with_loss against Caffe's SoftmaxWithLoss written out in float64 numpy."""
+"""reproduce.training.loss.softmax_with_loss against Caffe's SoftmaxWithLoss written out in float64 numpy."""
 import numpy as np
 import pytest
 import torch
 
-from reproduce.loss import FLT_MIN, softmax_with_loss
+from reproduce.training.loss import FLT_MIN, softmax_with_loss
 
 
 def caffe_reference(score: np.ndarray, label: np.ndarray, normalize: bool, ignore: int = 255):
@@ -123,7 +123,7 @@ def test_loss_value_is_caffes_sequential_float32_sum():
     import numpy as np
     import torch
 
-    from reproduce.loss import softmax_with_loss
+    from reproduce.training.loss import softmax_with_loss
 
     score = torch.zeros(1, 21, 500, 500)  # an untrained net: every pixel's loss is ln 21
     label = torch.zeros(1, 500, 500, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""reproduce.metrics against hand-made histograms and the reference score.py formulas."""
+"""reproduce.evaluation.metrics against hand-made histograms and the reference score.py formulas."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reproduce import metrics as M
+from reproduce.evaluation import metrics as M
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 

@@ -112,8 +112,8 @@ def scores_of(net: torch.nn.Module, name: str, out) -> dict[str, torch.Tensor]:
 
 
 def losses_of(name: str, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every loss layer of the net, computed with reproduce.loss.softmax_with_loss."""
-    from reproduce.loss import softmax_with_loss
+    """Every loss layer of the net, computed with reproduce.training.loss.softmax_with_loss."""
+    from reproduce.training.loss import softmax_with_loss
 
     g = golden(name)
     out = {}
@@ -232,9 +232,9 @@ def loss_and_gradient_errors(name: str, caffemodel: pathlib.Path,
 
 
 def sgd_errors(name: str, run: str, caffemodel: pathlib.Path, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Relative errors after the golden's SGD steps with reproduce.solver.CaffeSGD: the per-step losses
+    """Relative errors after the golden's SGD steps with reproduce.training.solver.CaffeSGD: the per-step losses
     ("loss <layer> per step") and every learnable parameter. Asserts that lr_mult 0 blobs stay put."""
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.solver import CaffeSGD
 
     settings = MANIFEST["experiments"][name][run]
     g = golden(name)

@@ -1,4 +1,4 @@
-"""reproduce.plan / `fcn plan`: stages, dependencies (tied to the Makefile's chains), costs, schedule."""
+"""reproduce.pipeline.plan / `fcn plan`: stages, dependencies (tied to the Makefile's chains), costs, schedule."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from reproduce import experiments
-from reproduce import plan as planning
-from reproduce.plan_cli import plan_command
+from reproduce.pipeline import plan as planning
+from reproduce.commands.plan_cli import plan_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""reproduce.progress (lines without a terminal, the bar with one) and reproduce.stop_signals' helpers."""
+"""reproduce.progress (lines without a terminal, the bar with one) and reproduce.training.stop_signals' helpers."""
 import io
 import os
 import signal
@@ -7,7 +7,7 @@ import pytest
 
 from reproduce import progress
 from reproduce.progress import Progress, duration, track
-from reproduce.stop_signals import StopSignals, exit_status, resume_hint
+from reproduce.training.stop_signals import StopSignals, exit_status, resume_hint
 
 
 def test_durations_read_as_people_write_them():
@@ -76,3 +76,40 @@ def test_stop_signals_records_the_first_signal_and_restores_the_handlers():
         os.kill(os.getpid(), signal.SIGINT)  # a second one: noted, the first stays
         assert stop.requested == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_bytes_are_shown_in_mib_and_an_unknown_total_has_no_percentage():
+    out = io.StringIO()
+    with Progress("downloading x.tar", 4 * 2**20, unit="byte", start=2**20, stream=out, interval=0) as bar:
+        bar.advance(2**20)
+        bar.advance(2 * 2**20)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "downloading x.tar: 1.0/4.0 MiB (25%), resuming"
+    assert lines[1].startswith("downloading x.tar: 2.0/4.0 MiB (50%), ") and " MiB/s, ETA " in lines[1]
+    assert lines[-1].startswith("downloading x.tar: 4.0/4.0 MiB (100%), ") and "done in" in lines[-1]
+    unknown = io.StringIO()
+    with Progress("downloading y", None, unit="byte", stream=unknown, interval=0) as bar:
+        bar.advance(3 * 2**20)
+    lines = unknown.getvalue().splitlines()
+    assert lines[0] == "downloading y: 0.0 MiB, starting"
+    assert lines[-1].startswith("downloading y: 3.0 MiB, ") and "ETA" not in lines[-1] and "done in" in lines[-1]
+
+
+def test_the_terminal_bar_redraws_one_line_and_ends_it():
+    out = io.StringIO()
+    with Progress("eval x", 4, unit="image", stream=out, tty=True, interval=0) as bar:
+        bar.update(4)
+    text = out.getvalue()
+    assert text.startswith("\reval x  [") and text.endswith("\n") and text.count("\n") == 1
+    assert text.rstrip("\n").rsplit("\r", 1)[1].startswith("eval x  [" + "#" * progress.BAR_WIDTH + "]  100%  4/4")
+
+
+def test_a_bad_interval_is_one_line_from_every_command(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from reproduce.commands.cli import main
+    monkeypatch.setenv("FCN_PROGRESS_SECONDS", "soon")
+    for args in (["data", "check", "sbd"], ["infer", "voc-fcn8s", "x.png"], ["upper-bound", "--help"][:1]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "FCN_PROGRESS_SECONDS='soon'" in result.output and "Traceback" not in result.output

@@ -239,7 +239,7 @@ def test_forward_hooks_see_whole_blobs(region_calls):
 def test_training_and_its_test_passes_run_the_region_forward(tmp_path, region_calls):
     """Training's test passes (eval mode under no_grad) and its training forwards (TRAIN phase,
     gradients on) take the region forward."""
-    from reproduce.train import train
+    from reproduce.training.train import train
     from train_support import tiny_experiment, voc_samples
 
     exp = tiny_experiment(base_lr=1e-7, max_iter=4, test_interval=2)
@@ -346,8 +346,8 @@ def test_region_training_draws_the_default_paths_dropout(monkeypatch, region_cal
 def test_region_training_with_the_solver_equals_plain(region_calls):
     """CaffeSGD steps: every step's backgrounds come from that step's weights (nothing stale is
     cached in grad mode), so the updates stay the plain build's."""
-    from reproduce.loss import softmax_with_loss
-    from reproduce.solver import CaffeSGD
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
 
     fast, plain = _train_pair("voc-fcn16s")
     xs = inputs(fast, 50, 41, n=1)

@@ -53,3 +53,39 @@ def test_every_cited_docs_section_exists():
         if not re.search(rf"^#+ {section}\. ", headings, re.M):
             missing.append(f"{doc} §{section}")
     assert not missing, missing
+
+
+MODULE_PATH = re.compile(r"(?<![\w./-])((?:reproduce|nets|weight_convert|bench|tools)/[\w/]+\.py)\b")
+# a module named in code: `python -m X`, `import X`, `from X import`, or a mock / monkeypatch target
+DOTTED = re.compile(r"(?:-m |import |from |setattr\(\"|patch\(\")((?:reproduce|nets|weight_convert|bench)(?:\.\w+)+)")
+
+
+def _module_exists(dotted: str) -> bool:
+    """Whether `dotted` starts with an existing module or package, or a name its package's
+    __init__ defines (the rest may be attributes)."""
+    parts = dotted.split(".")
+    pkg = ROOT / parts[0]
+    nxt = pkg / parts[1]
+    if nxt.with_suffix(".py").is_file() or nxt.is_dir():
+        return True
+    init = pkg / "__init__.py"
+    return init.is_file() and re.search(rf"\b{parts[1]}\b", init.read_text()) is not None
+
+
+def test_every_cited_module_exists():
+    """Docs, comments, commands and tests name modules that exist (a module moved leaves no stale
+    path). Recorded runs (results/**/*.json: the commands as they ran) are history, not checked."""
+    this = Path(__file__).resolve()
+    stale = []
+    for path in tracked_text_files():
+        rel = path.relative_to(ROOT).as_posix()
+        if path == this or rel.endswith(".json") or rel.startswith("tests/fixtures/"):
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for cited in MODULE_PATH.findall(line):
+                if not (ROOT / cited).is_file() and "*" not in cited and "tmp_path" not in line:
+                    stale.append(f"{rel}:{n}: {cited}")
+            for cited in DOTTED.findall(line):
+                if not _module_exists(cited):
+                    stale.append(f"{rel}:{n}: {cited}")
+    assert not stale, "cited modules that do not exist:\n" + "\n".join(stale[:40])

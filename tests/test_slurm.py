@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from reproduce import experiments
-from reproduce.plan import init_files
-from reproduce.train_cli import train_command
-from reproduce.device_cli import check_device_command
+from reproduce.pipeline.plan import init_files
+from reproduce.commands.train_cli import train_command
+from reproduce.commands.device_cli import check_device_command
 from test_plan import makefile_dependencies
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""reproduce.solver.CaffeSGD against Caffe's SGDSolver::ApplyUpdate computed by hand (float64)."""
+"""reproduce.training.solver.CaffeSGD against Caffe's SGDSolver::ApplyUpdate computed by hand (float64)."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ from torch import nn
 
 import nets
 from nets.caffe import DEFAULT_MULTS, Scale, conv, deconv
-from reproduce.solver import CaffeSGD, caffe_learning_rate
+from reproduce.training.solver import CaffeSGD, caffe_learning_rate
 
 
 class TinyNet(nn.Module):

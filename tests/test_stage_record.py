@@ -1,4 +1,4 @@
-"""reproduce.stage_record: each pipeline stage records its wall time, peak RSS and disk."""
+"""reproduce.pipeline.stage_record: each pipeline stage records its wall time, peak RSS and disk."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from reproduce.stage_record import disk_bytes, run_stage
+from reproduce.pipeline.stage_record import disk_bytes, run_stage
 
 ALLOCATE_200_MIB = "import sys; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); sys.exit(3)"
 
@@ -53,7 +53,7 @@ def test_disk_bytes_counts_files_under_a_folder_and_not_links(tmp_path: Path) ->
 
 
 def test_command_line_passes_the_exit_status_through(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "reproduce.stage_record", str(tmp_path / "stage-c.json"),
+    result = subprocess.run([sys.executable, "-m", "reproduce.pipeline.stage_record", str(tmp_path / "stage-c.json"),
                              "--stage", "c", "--disk", str(tmp_path), "--", sys.executable, "-c", "raise SystemExit(5)"])
     assert result.returncode == 5
     assert json.loads((tmp_path / "stage-c.json").read_text())["attempts"][0]["exit_status"] == 5
@@ -72,7 +72,7 @@ def test_an_attempt_killed_after_its_command_made_the_folder_stays_visible(tmp_p
     run_dir = tmp_path / "runs" / "voc-fcn32s"
     record = run_dir / "stage-train.json"
     make_and_wait = f"import os, time; os.makedirs({str(run_dir)!r}); time.sleep(60)"
-    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.stage_record", str(record), "--stage", "train",
+    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.pipeline.stage_record", str(record), "--stage", "train",
                                 "--disk", str(run_dir), "--", sys.executable, "-c", make_and_wait],
                                start_new_session=True)
     try:
@@ -102,7 +102,7 @@ time.sleep(60)
 
 def test_sigterm_is_passed_on_to_the_command_and_sigint_to_the_wrapper_alone_is_ignored(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.stage_record", str(tmp_path / "stage-s.json"),
+    wrapper = subprocess.Popen([sys.executable, "-m", "reproduce.pipeline.stage_record", str(tmp_path / "stage-s.json"),
                                 "--stage", "s", "--", sys.executable, "-c", CHILD, str(ready)])
     try:
         _wait_for(ready, wrapper)
@@ -116,3 +116,10 @@ def test_sigterm_is_passed_on_to_the_command_and_sigint_to_the_wrapper_alone_is_
         wrapper.wait()
     assert (tmp_path / "got").read_text() == "SIGTERM"
     assert json.loads((tmp_path / "stage-s.json").read_text())["attempts"][0]["exit_status"] == 143
+    assert json.loads((tmp_path / "stage-s.json").read_text())["attempts"][0]["status"] == "stopped by SIGTERM"
+
+
+def test_status_words_say_how_an_attempt_ended() -> None:
+    from reproduce.pipeline.stage_record import _status_word
+    assert [_status_word(s) for s in (0, 1, 130, 143, -9, -15)] == [
+        "finished", "failed", "stopped by SIGINT", "stopped by SIGTERM", "killed by SIGKILL", "killed by SIGTERM"]

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 import nets
-from reproduce.paper import default_paper_dir, load_paper_table, load_paper_tables
-from reproduce.tables import render_tables, tables_command
+from reproduce.reporting.paper import default_paper_dir, load_paper_table, load_paper_tables
+from reproduce.reporting.tables import render_tables
+from reproduce.commands.tables_cli import tables_command
 
 # Every experiment a paper row names must be one of ours, or Appendix A's label-only "upper-bound".
 EXPERIMENTS = set(nets.names()) | {"upper-bound"}

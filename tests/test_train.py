@@ -1,4 +1,4 @@
-"""reproduce.train: kill-and-resume equality, non-finite loss, learning on real VOC samples, run dir."""
+"""reproduce.training.train: kill-and-resume equality, non-finite loss, learning on real VOC samples, run dir."""
 import csv
 import json
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from reproduce import checkpoint
-from reproduce.evaluate import evaluate
-from reproduce.train import NonFiniteLossError, train
+from reproduce.training import checkpoint
+from reproduce.evaluation.evaluate import evaluate
+from reproduce.training.train import NonFiniteLossError, train
 from train_support import SmallDataset, assert_states_equal, read_state, tiny_experiment, voc_samples
 
 WIDTH = 1 / 16

@@ -1,11 +1,11 @@
-"""`fcn train` (reproduce.train_cli.train_command) end to end on the real VOC samples."""
+"""`fcn train` (reproduce.commands.train_cli.train_command) end to end on the real VOC samples."""
 import json
 
 import pytest
 from click.testing import CliRunner
 
 from reproduce.experiments.base import Experiment
-from reproduce.train_cli import train_command
+from reproduce.commands.train_cli import train_command
 from train_support import voc_samples
 
 
@@ -58,7 +58,7 @@ def test_googlenet_pipeline_fills_the_table_1_row(tmp_path, monkeypatch):
     import csv
 
     from caffe_encoder import googlenet_layers, write_caffemodel
-    from reproduce.tables import tables_command
+    from reproduce.commands.tables_cli import tables_command
     from weight_convert.cli import main as convert_caffe
 
     def split(self, root, which="val", **kw):  # the 4 fixture images, named as the experiment's splits

@@ -1,6 +1,6 @@
 """The CUDA training loop's host side, run on the CPU: losses kept on the device and read every
-`display` iterations (reproduce.train._settle) and images decoded by worker processes
-(reproduce.train._worker_read_ahead). Switched on here by patching `_defer_losses`; the
+`display` iterations (reproduce.training.train._settle) and images decoded by worker processes
+(reproduce.training.train._worker_read_ahead). Switched on here by patching `_defer_losses`; the
 arithmetic must be the eager loop's bit for bit, and a non-finite loss must still stop the run
 before anything past it is saved. (On a GPU: tests/test_cuda.py.)"""
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from reproduce import checkpoint
-from reproduce import train as training
-from reproduce.distributed import StepPlan
-from reproduce.train import NonFiniteLossError, train
+from reproduce.training import checkpoint
+from reproduce.training import train as training
+from reproduce.training.distributed import StepPlan
+from reproduce.training.train import NonFiniteLossError, train
 from train_support import SmallDataset, assert_states_equal, read_state, tiny_experiment, voc_samples
 
 WIDTH = 1 / 16

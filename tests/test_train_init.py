@@ -1,9 +1,9 @@
-"""reproduce.checkpoint.load_init: starting a stage from another stage's weights, by Caffe layer name."""
+"""reproduce.training.checkpoint.load_init: starting a stage from another stage's weights, by Caffe layer name."""
 import pytest
 import torch
 
 import nets
-from reproduce import checkpoint
+from reproduce.training import checkpoint
 from weight_convert import WeightMismatchError
 
 WIDTH = 1 / 16

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import checkpoint
-from reproduce.run_lock import RunLock, RunLockedError
-from reproduce.train import train
+from reproduce.training import checkpoint
+from reproduce.training.run_lock import RunLock, RunLockedError
+from reproduce.training.train import train
 from train_support import assert_states_equal, read_state
 
 RUNNER = Path(__file__).parent / "train_runner.py"

@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from reproduce.metrics import fast_hist, scores
-from reproduce.upper_bound import (
+from reproduce.evaluation.metrics import fast_hist, scores
+from reproduce.evaluation.upper_bound import (
     downsample_upsample,
     read_voc_label,
-    upper_bound_command,
     upper_bound_hist,
     upper_bound_scores,
 )
+from reproduce.commands.upper_bound_cli import upper_bound_command
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 

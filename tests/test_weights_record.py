@@ -16,10 +16,10 @@ import torch
 from click.testing import CliRunner
 
 import nets
-from reproduce import checkpoint
-from reproduce.cli import main as fcn
-from reproduce.smoke import vgg16_layers
-from reproduce.train import train
+from reproduce.training import checkpoint
+from reproduce.commands.cli import main as fcn
+from reproduce.pipeline.smoke import vgg16_layers
+from reproduce.training.train import train
 from train_support import tiny_experiment, voc_samples
 from weight_convert import record
 from weight_convert.caffe_writer import write_caffemodel
@@ -134,7 +134,7 @@ def test_fcn_infer_needs_no_width_for_a_recorded_reduced_width_net(fcn32s, tmp_p
 
 
 def test_fcn_eval_and_figure_need_no_width_either(fcn32s, tmp_path):
-    from reproduce.smoke import prepare_data
+    from reproduce.pipeline.smoke import prepare_data
     data = prepare_data(tmp_path / "data")
     result = CliRunner().invoke(fcn, ["eval", "voc-fcn32s", "--weights", str(fcn32s), "--data-root", str(data),
                                       "--device", "cpu", "--limit", "1", "--workers", "0",

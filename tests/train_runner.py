@@ -3,7 +3,7 @@
     python tests/train_runner.py voc-fcn32s --width 0.0625 --out DIR ...
     python tests/train_runner.py eval voc-fcn32s --weights W ...   (fcn eval, the same samples)
 
-runs the real command line (reproduce.train_cli, reproduce.eval_cli) with every experiment's splits replaced by the
+runs the real command line (reproduce.commands.train_cli, reproduce.commands.eval_cli) with every experiment's splits replaced by the
 in-memory samples of train_support.voc_samples(32), one torch thread, so that the run-operations
 tests (tests/test_train_runops.py) can signal, kill and lock real trainer processes and compare
 their weights bit for bit. FCN_TEST_SECONDS_PER_IMAGE (seconds, default 0) slows the loading of
@@ -42,7 +42,7 @@ def _split(self, root, which="val", **kw):
 
 
 def _slow_snapshots(delay: float) -> None:
-    from reproduce import checkpoint
+    from reproduce.training import checkpoint
     save = checkpoint.save_atomic
 
     def slow_save(obj, path, record=None):
@@ -59,9 +59,9 @@ if __name__ == "__main__":
     if float(os.environ.get("FCN_TEST_SECONDS_PER_SNAPSHOT", "0")) > 0:
         _slow_snapshots(float(os.environ["FCN_TEST_SECONDS_PER_SNAPSHOT"]))
     if sys.argv[1:2] == ["eval"]:
-        from reproduce.eval_cli import eval_command
+        from reproduce.commands.eval_cli import eval_command
         sys.argv = ["fcn", *sys.argv[1:]]
         eval_command(sys.argv[2:], prog_name="fcn eval")
-    from reproduce.train_cli import train_command
+    from reproduce.commands.train_cli import train_command
     sys.argv = ["fcn", "train", *sys.argv[1:]]
     train_command(sys.argv[2:], prog_name="fcn train")

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 import nets
-from reproduce.cli_options import WIDTH
+from reproduce.commands.cli_options import WIDTH
 from . import record
 from .convert import BASE_NETS, convert, describe_layers
 from .errors import CaffeFormatError, WeightMismatchError

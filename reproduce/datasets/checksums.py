@@ -9,13 +9,13 @@ check (size, content, layout) and is installed; `fcn data checksums` lists the r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-
-import click
 
 from .download import FetchError
 from .sources import Source
 from reproduce.atomic import atomic_file
+from reproduce.progress import Progress
 
 __all__ = ["file_digests", "recorded_sha256_path", "read_recorded_sha256", "record_sha256",
            "verify_file", "record_if_unpinned", "recorded_checksums", "forget_recorded"]
@@ -23,19 +23,18 @@ __all__ = ["file_digests", "recorded_sha256_path", "read_recorded_sha256", "reco
 
 def file_digests(path: Path, algorithms: tuple[str, ...] = ("md5", "sha1", "sha256"), *,
                  label: str | None = None, chunk_size: int = 1 << 22) -> dict[str, str]:
-    """Hex digests of the file for each hashlib algorithm, in one pass (progress bar on big files)."""
+    """Hex digests of the file for each hashlib algorithm, in one pass (progress in bytes on stderr)."""
     path = Path(path)
     hashes = {algo: hashlib.new(algo) for algo in algorithms}
     size = path.stat().st_size
-    with open(path, "rb") as f, click.progressbar(length=size, label=f"checking {label or path.name}",
-                                                  show_pos=False) as bar:
+    with open(path, "rb") as f, Progress(f"checking {label or path.name}", size, unit="byte") as bar:
         while True:
             block = f.read(chunk_size)
             if not block:
                 break
             for h in hashes.values():
                 h.update(block)
-            bar.update(len(block))
+            bar.advance(len(block))
     return {algo: h.hexdigest() for algo, h in hashes.items()}
 
 
@@ -82,13 +81,15 @@ def verify_file(path: Path, source: Source, data_root: Path) -> dict[str, str]:
     return digests
 
 
-def record_if_unpinned(source: Source, data_root: Path, digests: dict[str, str]) -> Path | None:
-    """Record the sha256 of an installed file whose source publishes no checksum (first fetch only)."""
+def record_if_unpinned(source: Source, data_root: Path, digests: dict[str, str], *,
+                       say: Callable[[str], None] = print) -> Path | None:
+    """Record the sha256 of an installed file whose source publishes no checksum (first fetch only);
+    `say` is told what was recorded where. Returns the record's path, or None when nothing was recorded."""
     if source.checksums or read_recorded_sha256(data_root, source.filename) is not None:
         return None
     path = record_sha256(data_root, source.filename, digests["sha256"])
-    click.echo(f"{source.name}: {source.checksum_origin}; recorded sha256 {digests['sha256']} in {path} "
-               "(later fetches and checks must match it)")
+    say(f"{source.name}: {source.checksum_origin}; recorded sha256 {digests['sha256']} in {path} "
+        "(later fetches and checks must match it)")
     return path
 
 

@@ -1,6 +1,6 @@
 """`fcn data`: fetch datasets and weights, and check that they are complete.
 
-The lead registers `data_group` as `fcn data` in reproduce/cli.py.
+The lead registers `data_group` as `fcn data` in reproduce/commands/cli.py.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from reproduce import cli_options
-from reproduce.cli_options import DEFAULT_DATA_ROOT
+from reproduce.commands import cli_options
+from reproduce.commands.cli_options import DEFAULT_DATA_ROOT
 from .checksums import forget_recorded, recorded_checksums
 from .deep_check import DEEP_READERS, PROGRESS_EVERY
 from .download import FetchError
@@ -77,7 +77,7 @@ def fetch_command(name: str, data_root: Path, mirror: str | None, from_file: Pat
     _known(name)
     try:
         fetch(get_source(name), data_root, mirror=mirror, from_file=from_file, force=force, retries=retries,
-              timeout=timeout, retry_wait=retry_wait, keep_download=keep_download)
+              timeout=timeout, retry_wait=retry_wait, keep_download=keep_download, say=click.echo)
     except (FetchError, SourcesOverrideError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,4 +1,4 @@
-"""Resumable HTTP(S) download of one file into a `.part` file, with a click progress bar.
+"""Resumable HTTP(S) download of one file into a `.part` file, with progress in bytes on stderr.
 
 A transfer that breaks off is resumed with an HTTP Range request from the bytes already on disk,
 both within one call (up to `retries` times) and across calls (the `.part` file stays). A resume
@@ -14,9 +14,10 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-import click
+from reproduce.progress import Progress
 
 __all__ = ["FetchError", "TransferFailed", "download"]
 
@@ -61,16 +62,17 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _discard(part_path: Path, label: str, why: str) -> None:
-    click.echo(f"{label}: {why}; discarding {part_path} and starting again from byte 0")
+def _discard(part_path: Path, label: str, why: str, say: Callable[[str], None]) -> None:
+    say(f"{label}: {why}; discarding {part_path} and starting again from byte 0")
     part_path.unlink(missing_ok=True)
 
 
 def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60.0,
              chunk_size: int = 1 << 20, retry_wait: float = 2.0, label: str | None = None,
-             expected_size: int | None = None) -> int:
-    """Download `url` into `part_path`, resuming from its current size; returns the final size.
+             expected_size: int | None = None, say: Callable[[str], None] = print) -> int:
+    """Download `url` into `part_path`, resuming from its current size; returns the final size in bytes.
 
+    `say` is told of each retry, resume and restart (one line each; progress goes to stderr).
     `expected_size` (bytes, when known): a server that announces another total is refused, and a
     `.part` file already longer is discarded. Raises FetchError when the server refuses, and
     TransferFailed when the transfer keeps failing after `retries` retries (a non-empty `.part`
@@ -81,18 +83,18 @@ def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60
     label = label or part_path.name.removesuffix(".part")
     if expected_size is not None and _size(part_path) > expected_size:
         _discard(part_path, label, f"{part_path.name} holds {_size(part_path)} bytes, more than the "
-                                   f"{expected_size} expected")
+                                   f"{expected_size} expected", say)
     failures = 0
     while True:
         offset = _size(part_path)
         try:
-            return _transfer(url, part_path, offset, timeout, chunk_size, label, expected_size)
+            return _transfer(url, part_path, offset, timeout, chunk_size, label, expected_size, say)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:
                 match = _UNSATISFIED_RANGE.match(exc.headers.get("Content-Range", ""))
                 if match and int(match.group(1)) == offset:
                     return offset  # the .part file already holds the whole file
-                _discard(part_path, label, f"server refused to resume at byte {offset} (HTTP 416)")
+                _discard(part_path, label, f"server refused to resume at byte {offset} (HTTP 416)", say)
                 failures += 1
             elif exc.code >= 500 and failures < retries:
                 failures += 1
@@ -100,7 +102,7 @@ def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60
                 raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
             reason = f"HTTP {exc.code} {exc.reason}"
         except _BadResume as exc:
-            _discard(part_path, label, str(exc))
+            _discard(part_path, label, str(exc), say)
             failures += 1
             reason = str(exc)
         except (_Interrupted, http.client.HTTPException, urllib.error.URLError, socket.timeout,
@@ -108,8 +110,8 @@ def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60
             failures += 1
             reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
             if failures <= retries:
-                click.echo(f"{label}: transfer broke off at byte {_size(part_path)} ({reason}); "
-                           f"{'resuming' if _size(part_path) else 'trying again'} (retry {failures} of {retries})")
+                say(f"{label}: transfer broke off at byte {_size(part_path)} ({reason}); "
+                    f"{'resuming' if _size(part_path) else 'trying again'} (retry {failures} of {retries})")
         if failures > retries:
             if part_path.exists() and _size(part_path) == 0:
                 part_path.unlink()
@@ -119,7 +121,7 @@ def download(url: str, part_path: Path, *, retries: int = 3, timeout: float = 60
 
 
 def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size: int, label: str,
-              expected_size: int | None) -> int:
+              expected_size: int | None, say: Callable[[str], None]) -> int:
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -136,24 +138,21 @@ def _transfer(url: str, part_path: Path, offset: int, timeout: float, chunk_size
             mode = "ab"
         else:
             if offset:
-                click.echo(f"{label}: server does not resume (HTTP {response.status}); starting again")
+                say(f"{label}: server does not resume (HTTP {response.status}); starting again")
             offset, total, mode = 0, length, "wb"
         if expected_size is not None and total is not None and total != expected_size:
             raise FetchError(f"{url}: the server announces {total} bytes, the registry expects "
                              f"{expected_size}: not the expected file (nothing was written)")
         received = 0
-        with open(part_path, mode) as out, click.progressbar(
-                length=total or 0, label=f"downloading {label}", show_pos=False, show_eta=True) as bar:
-            if total:
-                bar.update(offset)
+        with open(part_path, mode) as out, \
+                Progress(f"downloading {label}", total, unit="byte", start=offset) as bar:
             while True:
                 chunk = response.read(chunk_size)
                 if not chunk:
                     break
                 out.write(chunk)
                 received += len(chunk)
-                if total:
-                    bar.update(len(chunk))
+                bar.advance(len(chunk))
         if length is not None and received < length:
             raise _Interrupted(f"got {received} of {length} bytes")
         if expected_size is not None and offset + received < expected_size:  # no length announced

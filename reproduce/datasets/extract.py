@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-import click
+from reproduce.progress import Progress, track
 
 from .download import FetchError
 
@@ -48,8 +48,7 @@ def _extract_tar(archive: Path, into: Path) -> None:
     """One pass over the archive (a .tgz is decompressed once); progress = compressed bytes read."""
     size = archive.stat().st_size
     with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar, \
-            click.progressbar(length=size, label=f"extracting {archive.name}", show_pos=False) as bar:
-        done = 0
+            Progress(f"extracting {archive.name}", size, unit="byte") as bar:
         for member in tar:
             _safe_member_name(member.name, archive)
             if member.isdev():
@@ -60,8 +59,7 @@ def _extract_tar(archive: Path, into: Path) -> None:
                 if member.issym() or member.islnk():
                     raise FetchError(f"{archive}: refusing link member {member.name!r}")
                 tar.extract(member, into)
-            bar.update(raw.tell() - done)
-            done = raw.tell()
+            bar.update(raw.tell())
 
 
 def _extract_zip(archive: Path, into: Path) -> None:
@@ -69,8 +67,8 @@ def _extract_zip(archive: Path, into: Path) -> None:
         infos = zf.infolist()
         for info in infos:
             _safe_member_name(info.filename, archive)
-        with click.progressbar(infos, label=f"extracting {archive.name}", show_pos=True) as bar:
-            for info in bar:
+        with Progress(f"extracting {archive.name}", len(infos), unit="member") as bar:
+            for info in track(infos, bar):
                 zf.extract(info, into)
 
 

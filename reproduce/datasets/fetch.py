@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-
-import click
 
 from .checksums import record_if_unpinned, verify_file
 from .download import FetchError, TransferFailed, download
@@ -79,7 +78,7 @@ def _check_content(path: Path, source: Source, data_root: Path, width: float) ->
 
 
 def _verify_and_install(path: Path, source: Source, data_root: Path, dest: Path, *, move: bool,
-                        force: bool, width: float) -> None:
+                        force: bool, width: float, say: Callable[[str], None]) -> None:
     """Steps (2) and (3) of the module docstring, then the sha256 record; FetchError on any refusal
     (nothing is installed or recorded then)."""
     _check_size(path, source)
@@ -93,49 +92,53 @@ def _verify_and_install(path: Path, source: Source, data_root: Path, dest: Path,
     else:
         _check_content(path, source, data_root, width)
         _install_file(path, dest, move=move)
-    record_if_unpinned(source, data_root, digests)
+    record_if_unpinned(source, data_root, digests, say=say)
 
 
 def fetch(source: Source, data_root: str | os.PathLike[str], *, mirror: str | None = None,
           from_file: str | os.PathLike[str] | None = None, force: bool = False, retries: int = 3,
           timeout: float = 60.0, retry_wait: float = 2.0, keep_download: bool = False,
-          width: float = 1.0) -> Path:
+          width: float = 1.0, say: Callable[[str], None] = print) -> Path:
     """Fetch, verify and install `source` under `data_root`; returns the installed path.
 
     Does nothing (and says so) when the destination already exists, unless `force`. `width`: the
     nets' width for the weights' content check (1.0: the real files; tests use smaller ones).
+    `say` is told each step (one line each: `fcn data fetch` passes click.echo); the progress of
+    downloading, checking and extracting goes to stderr (reproduce.progress). FetchError on any
+    refusal, naming the file and what to do.
     """
     data_root = Path(data_root)
     dest = data_root / source.dest
     if dest.exists() and not force:
-        click.echo(f"{source.name}: already present at {dest} (use --force to fetch it again)")
+        say(f"{source.name}: already present at {dest} (use --force to fetch it again)")
         return dest
     if source.name in overridden_names():
-        click.echo(f"{source.name}: checksums and size from the registry override {override_path()} "
+        say(f"{source.name}: checksums and size from the registry override {override_path()} "
                    "($FCN_SOURCES), not the official ones")
 
     if from_file is not None:
         local = Path(from_file)
         if not local.is_file():
             raise FetchError(f"{local}: --from-file does not name a file")
-        click.echo(f"{source.name}: using local file {local}")
+        say(f"{source.name}: using local file {local}")
         try:
-            _verify_and_install(local, source, data_root, dest, move=False, force=force, width=width)
+            _verify_and_install(local, source, data_root, dest, move=False, force=force, width=width,
+                                say=say)
         except FetchError as exc:
             raise FetchError(f"{exc}; --from-file {local} was refused (the file itself is left as it is)") from None
-        click.echo(f"{source.name}: installed at {dest}")
+        say(f"{source.name}: installed at {dest}")
         return dest
 
     url = source_url(source, mirror)
     downloaded = download_dir(data_root) / source.filename
     part = downloaded.with_name(downloaded.name + ".part")
     if downloaded.is_file():
-        click.echo(f"{source.name}: reusing the earlier complete download {downloaded}")
+        say(f"{source.name}: reusing the earlier complete download {downloaded}")
     else:
-        click.echo(f"{source.name}: {url}")
+        say(f"{source.name}: {url}")
         try:
             download(url, part, retries=retries, timeout=timeout, retry_wait=retry_wait, label=source.filename,
-                     expected_size=source.size)
+                     expected_size=source.size, say=say)
         except FetchError as exc:
             tried = f"tried {url}" + (f" (the --mirror {mirror})" if mirror else " (the official URL)")
             if isinstance(exc, TransferFailed) and exc.kept:
@@ -143,12 +146,12 @@ def fetch(source: Source, data_root: str | os.PathLike[str], *, mirror: str | No
             raise FetchError(f"{source.name}: {tried}: {exc}; {ways_out(source, data_root)}") from None
         os.replace(part, downloaded)
     try:
-        _verify_and_install(downloaded, source, data_root, dest, move=True, force=force, width=width)
+        _verify_and_install(downloaded, source, data_root, dest, move=True, force=force, width=width, say=say)
     except FetchError as exc:
         downloaded.unlink(missing_ok=True)
         hint = " (the mirror serves a different file?)" if mirror else ""
         raise FetchError(f"{exc}; the download was deleted, nothing was installed or recorded{hint}") from None
     if source.is_archive and not keep_download:
         downloaded.unlink()
-    click.echo(f"{source.name}: installed at {dest}")
+    say(f"{source.name}: installed at {dest}")
     return dest

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence, Union
 
-import click
 import numpy as np
 from PIL import Image
 
 from reproduce.datasets.hha import NYUD_COLOR_CAMERA, hha
+from reproduce.progress import Progress
 
 __all__ = [
     "NYUD_FIRST_ID", "MatFrame", "PngFrame", "BatchResult",
@@ -202,7 +201,7 @@ def convert_all(frames: Sequence[Frame], out_dir: str | os.PathLike, *,
     """Convert every frame whose PNG is not in `out_dir` yet, with `jobs` processes.
 
     Bad frames (ValueError from the checks, unreadable files) are collected in `failed` and the
-    others still run. `progress` shows a click progress bar on stderr.
+    others still run. `progress`: one step per frame on stderr (reproduce.progress).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,16 +217,13 @@ def convert_all(frames: Sequence[Frame], out_dir: str | os.PathLike, *,
         return result
     camera = np.asarray(camera, dtype=np.float64)
     label = f"HHA ({min(jobs, len(todo))} process{'es' * (min(jobs, len(todo)) > 1)})"
-    bar = (click.progressbar(length=len(todo), label=label, file=sys.stderr)
-           if progress else nullcontext(None))
-    with bar as shown:
+    with Progress(label, len(todo), unit="frame", show=progress) as bar:
         for name, error in _run(todo, str(out), camera, jobs):
             if error is None:
                 result.written.append(name)
             else:
                 result.failed.append((name, error))
-            if shown is not None:
-                shown.update(1)
+            bar.advance()
     return result
 
 

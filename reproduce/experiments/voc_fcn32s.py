@@ -20,6 +20,8 @@ EXPERIMENT = Experiment(
                           [90.49, 76.48, 63.63, 83.47]),
         "CVPR-T2": as_expected("CVPR Table 2", "seg11valid", [89.1, 73.3, 59.4, 81.4],
                                note="CVPR recipe: minibatch 20, lr 1e-4, momentum 0.9; not this solver"),
+        "CVPR-T1": as_expected("CVPR Table 1 (FCN-VGG16)", "seg11valid", [None, None, 56.0, None],
+                               note="CVPR Table 1: trained on VOC2011 train only, before the skip nets"),
     },
     notes=(vgg_trunk_note(),),
 )

@@ -6,7 +6,7 @@ oracle chroot. ``make test-export-oracle`` runs the three steps:
 1. ``prepare OUT NAMES``: per experiment, the net at ``--width`` with seeded random weights (He
    trunk, Xavier score layers, random biases, the bilinear deconvolutions as built, the at-once
    Scale constants times a per-channel factor in [0.5, 1.5]) saved as a .pt, exported with
-   ``reproduce.export.export_caffe`` (Input shape 1 x C x H x W), random inputs (uniform in
+   ``reproduce.reporting.export.export_caffe`` (Input shape 1 x C x H x W), random inputs (uniform in
    +-INPUT_SCALE, Caffe-preprocessed scale) and the project's scores (``nets.build``'s default
    path, ``net.eval()``) saved in ``OUT/<name>/project.npz``.
 2. ``export_forward.py OUT`` (in the chroot): Caffe loads deploy.prototxt + the caffemodel, runs
@@ -29,7 +29,7 @@ import nets
 from nets.caffe import Scale
 from nets.prototxt import layers_of, parse_net
 from reproduce import experiments
-from reproduce.export import export_caffe
+from reproduce.reporting.export import export_caffe
 
 NETS = ("voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet", "siftflow-fcn16s", "nyud-fcn32s-color-hha",
         "nyud-fcn32s-color-d", "voc-fcn-googlenet")

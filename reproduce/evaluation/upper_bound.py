@@ -21,11 +21,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import click
 import numpy as np
 from PIL import Image
 
-from reproduce.metrics import SCORE_KEYS, fast_hist, scores, write_json_atomic, write_text_atomic
+from reproduce.atomic import write_json_atomic, write_text_atomic
+from reproduce.evaluation.metrics import SCORE_KEYS, fast_hist, scores
+from reproduce.progress import Progress, track
 
 PAPER_FACTORS = (4, 8, 16, 32, 64, 128)
 VOC_NUM_CLASSES = 21
@@ -142,51 +143,32 @@ def render_upper_bound_markdown(record: dict, paper: dict[int, str] | None = Non
 
 
 def _paper_appendix_a() -> dict[int, str]:
-    from reproduce.paper import load_paper_table
+    from reproduce.reporting.paper import load_paper_table
 
     table = load_paper_table("appendix_a_upper_bound")
     return {int(r.labels["factor"]): r.printed["mean_iu"] for r in table.rows}
 
 
-def _parse_factors(text: str) -> list[int]:
-    try:
-        factors = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-    if not factors or any(f < 1 for f in factors):
-        raise click.BadParameter(f"factors must be integers >= 1, got {text!r}")
-    return factors
-
-
-@click.command("upper-bound")
-@click.option("--voc-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="VOC root holding SegmentationClass/ (e.g. .../VOC2011 or .../VOC2012).")
-@click.option("--split", default="seg11valid", show_default=True, help="Split name (list of ids).")
-@click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Explicit id list (default: <voc-dir>/ImageSets/Segmentation/<split>.txt).")
-@click.option("--factors", default=",".join(map(str, PAPER_FACTORS)), show_default=True,
-              help="Comma-separated downsampling factors.")
-@click.option("--num-classes", default=VOC_NUM_CLASSES, show_default=True, type=int)
-@click.option("--void", "void", type=click.Choice(VOID_POLICIES), default="wrong", show_default=True,
-              help="Pixels of a block whose sampled label is void: count as wrong, or leave out.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/upper_bound"),
-              show_default=True, help="Writes upper_bound.json and upper_bound.md here.")
-def upper_bound_command(voc_dir: Path, split: str, split_file: Path | None, factors: str, num_classes: int,
-                        void: str, out: Path) -> None:
-    """Appendix A: mean IU of the ground truth downsampled by each factor and upsampled back."""
-    factor_list = _parse_factors(factors)
-    try:
-        ids, list_path = voc_split_ids(voc_dir, split, split_file)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
+def labelled_split(voc_dir: Path, split: str, split_file: Path | None = None) -> tuple[list[str], Path]:
+    """(ids of `split`, <voc_dir>/SegmentationClass) once every id has its label PNG there.
+    FileNotFoundError / ValueError naming the list and the first id without a label otherwise."""
+    ids, list_path = voc_split_ids(voc_dir, split, split_file)
     label_dir = voc_dir / "SegmentationClass"
     missing = [i for i in ids if not (label_dir / f"{i}.png").is_file()]
     if missing:
-        raise click.ClickException(f"{len(missing)} of {len(ids)} ids in {list_path} have no label in {label_dir} "
-                                   f"(first: {missing[0]}.png)")
+        raise FileNotFoundError(f"{len(missing)} of {len(ids)} ids in {list_path} have no label in {label_dir} "
+                                f"(first: {missing[0]}.png)")
+    return ids, label_dir
 
-    with click.progressbar(ids, label=f"upper bound on {split}") as bar:
-        by_factor, n = upper_bound_scores((read_voc_label(label_dir / f"{i}.png") for i in bar),
+
+def write_upper_bound(ids: Sequence[str], label_dir: Path, split: str, factors: Sequence[int], num_classes: int,
+                      void: str, out: Path, *, progress: bool = True) -> tuple[Path, Path]:
+    """Score the labels `<label_dir>/<id>.png` at each downsampling factor; write upper_bound.json
+    (the scores, fractions in [0, 1]) and upper_bound.md (beside the paper's Appendix A) into `out`;
+    returns their paths. `progress`: one step per image on stderr (reproduce.progress)."""
+    factor_list = list(factors)
+    with Progress(f"upper bound on {split}", len(ids), unit="image", show=progress) as bar:
+        by_factor, n = upper_bound_scores((read_voc_label(label_dir / f"{i}.png") for i in track(ids, bar)),
                                           factor_list, num_classes, void)
     record = {
         "schema_version": 1,
@@ -210,4 +192,4 @@ def upper_bound_command(voc_dir: Path, split: str, split_file: Path | None, fact
     # Read back through the JSON writer's NaN -> null mapping so the markdown matches the file.
     stored = json.loads((out / "upper_bound.json").read_text())
     write_text_atomic(out / "upper_bound.md", render_upper_bound_markdown(stored, paper))
-    click.echo(f"wrote {out / 'upper_bound.json'} and {out / 'upper_bound.md'}")
+    return out / "upper_bound.json", out / "upper_bound.md"

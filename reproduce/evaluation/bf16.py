@@ -1,7 +1,7 @@
 """The opt-in bf16 mode (`fcn eval --bf16`): bfloat16 autocast and torch.compile. NOT Caffe-exact; off by default.
 
 "fast" in this project means `nets.fast` only: the default path's kernels, exact to float32. This
-mode is named for what it does instead (it was `--fast` / reproduce/fast.py before).
+mode is named for what it does instead (it was `--fast`, in a module named fast, before).
 
 Everything else in fcn-repro computes in float32 as Caffe does (the nets' default kernels, see
 `nets.fast`, agree with the plain float32 layers to about 1e-6). This mode trades that for speed:
@@ -15,7 +15,7 @@ Everything else in fcn-repro computes in float32 as Caffe does (the nets' defaul
   weights into the compiled graph and prepacks them. Weights changed afterwards are NOT seen,
   so never use it while training or before the weights are loaded.
 
-    >>> from reproduce.bf16 import bf16_mode
+    >>> from reproduce.evaluation.bf16 import bf16_mode
     >>> runner = bf16_mode(net, freeze=True)   # after loading the weights
     >>> scores = runner(data)                  # float32 outputs, computed in bfloat16
 

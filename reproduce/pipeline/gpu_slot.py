@@ -1,6 +1,6 @@
 """Run a command pinned to a free GPU: the slot allocator of `make -j N reproduce-all GPUS=0,1,...`.
 
-    python -m reproduce.gpu_slot --gpus 0,1,2,3 --lock-dir runs/.gpu-slots -- fcn train voc-fcn32s ...
+    python -m reproduce.pipeline.gpu_slot --gpus 0,1,2,3 --lock-dir runs/.gpu-slots -- fcn train voc-fcn32s ...
 
 Each GPU is a lock file (`<lock-dir>/gpu-<id>.lock`) held with an exclusive flock(2) for as long as
 the command runs. The allocator takes the first GPU whose lock is free (waiting, polling once a
@@ -86,7 +86,7 @@ def note_holder(fd: int, gpu: str, command: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reproduce.gpu_slot", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m reproduce.pipeline.gpu_slot", description=__doc__.splitlines()[0])
     ap.add_argument("--gpus", required=True, help="GPU ids to choose from, e.g. 0,1,2,3 (make's GPUS)")
     ap.add_argument("--lock-dir", required=True, type=Path, help="where the per-GPU lock files live")
     ap.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (default: wait)")

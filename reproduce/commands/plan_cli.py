@@ -1,4 +1,4 @@
-"""`fcn plan`: the click command over reproduce.plan (which holds the logic and no click)."""
+"""`fcn plan`: the click command over reproduce.pipeline.plan (which holds the logic and no click)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from reproduce import plan as planning
-from reproduce.cli_options import data_root_option
+from reproduce.pipeline import plan as planning
+from reproduce.commands.cli_options import data_root_option
 
 
 @click.command("plan")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from reproduce import device as devices
-from reproduce.cli_options import DEVICE_NAME
+from reproduce.commands.cli_options import DEVICE_NAME
 from reproduce.device import DeviceError, describe, resolve_device
 
 

@@ -1,6 +1,6 @@
 """Run one pipeline stage as a child process and record what it cost: wall time, peak RSS, disk.
 
-    python -m reproduce.stage_record RECORD.json --stage NAME --disk PATH [--disk PATH ...] -- CMD ...
+    python -m reproduce.pipeline.stage_record RECORD.json --stage NAME --disk PATH [--disk PATH ...] -- CMD ...
 
 Every `make reproduce-*` recipe (fetch, convert, train, evaluate) runs through this, so each run
 directory says what its stage took. RECORD.json holds one entry per attempt (a stage killed and
@@ -11,7 +11,7 @@ the next attempt. The exit status of CMD is this command's exit status.
 
 Signals: SIGINT (Ctrl-C reaches the command itself, which is in the same process group) is
 ignored while the command runs, and SIGTERM is passed on to it, so that `fcn train` can finish
-its iteration and write a snapshot (reproduce.stop_signals) instead of being killed with this
+its iteration and write a snapshot (reproduce.training.stop_signals) instead of being killed with this
 wrapper; the command's exit status (130, 143) is returned as usual.
 
 Fields of an attempt: started (UTC), wall_seconds, peak_rss_mib (the largest resident set of the
@@ -117,7 +117,7 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
                         _write(record, stage, attempts)
                         written = True
     attempt.update({
-        "status": "finished" if status == 0 else "failed",
+        "status": _status_word(status),
         "exit_status": status,
         "wall_seconds": round(time.monotonic() - start, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
@@ -127,6 +127,23 @@ def run_stage(record: str | os.PathLike, stage: str, command: Sequence[str],
     if record.parent.is_dir():
         _write(record, stage, attempts)
     return status
+
+
+def _status_word(status: int) -> str:
+    """'finished' (0), 'stopped by SIGINT' / 'stopped by SIGTERM' (130 / 143: the command stopped
+    itself on the signal, its state saved, as fcn train does), 'killed by SIGKILL' (a negative
+    status: the signal ended it) or 'failed'."""
+    import signal
+    if status == 0:
+        return "finished"
+    if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return f"stopped by {signal.Signals(status - 128).name}"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return "failed"
 
 
 class _passing_signals_to:
@@ -154,11 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m reproduce.stage_record RECORD --stage NAME [--disk PATH ...] -- CMD ...",
+        print("usage: python -m reproduce.pipeline.stage_record RECORD --stage NAME [--disk PATH ...] -- CMD ...",
               file=sys.stderr)
         return 2
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m reproduce.stage_record", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reproduce.pipeline.stage_record", description=__doc__.splitlines()[0])
     parser.add_argument("record", help="the JSON file the attempts are recorded in")
     parser.add_argument("--stage", required=True, help="the stage's name (recorded)")
     parser.add_argument("--disk", action="append", default=[], help="a path whose size is recorded after the stage")

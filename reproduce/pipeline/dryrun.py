@@ -16,9 +16,11 @@ Steps, in DIR (default runs/dryrun):
   3. `make reproduce-voc` with DATA, RUNS and RESULTS under DIR and DEVICE=cpu is started, killed
      (SIGKILL to its whole process group) once the stage named by --kill-during has written its
      first snapshot, and run again: the rerun must finish the chain without redoing the stages
-     that had finished;
+     that had finished. With --kill-signal TERM (a cluster preempting the job) or INT (Ctrl-C) the
+     signal goes to the group as soon as that stage has written its run.json, and the trainer must
+     stop by itself (exit 143 / 130) with a snapshot the rerun resumes from;
   4. summary.md / summary.json: per stage wall time, peak RSS and disk (each stage's own record,
-     `reproduce.stage_record`), the kill and what the rerun did.
+     `reproduce.pipeline.stage_record`), the kill and what the rerun did.
 Exit status 1, naming the problem, when any of it fails.
 """
 from __future__ import annotations
@@ -40,12 +42,13 @@ from typing import Any
 
 from reproduce.atomic import atomic_file
 from reproduce.datasets.sources import get_source
-from reproduce.stage_record import disk_bytes
+from reproduce.pipeline.stage_record import disk_bytes
 
 DEFAULT_DIR = Path("runs/dryrun")
 STAGES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
 TRAIN_FLAGS = "--max-iter 2 --test-interval 2 --snapshot 1 --keep-snapshots 1"
 SOURCES = ("sbd", "voc2011", "vgg16")
+KILL_SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 
 
 class DryRunError(RuntimeError):
@@ -72,7 +75,7 @@ def prepare(directory: Path, width: float = 1.0) -> Path:
     """Write serve/ (archives in the official layouts, a VGG16-shaped caffemodel at `width`: 1.0 is
     the real file's size) and sources.json under `directory`; returns the registry override's path.
     Reuses files already written."""
-    from reproduce.smoke import prepare_data, vgg16_layers
+    from reproduce.pipeline.smoke import prepare_data, vgg16_layers
     from weight_convert.caffe_writer import write_caffemodel
 
     serve = directory / "serve"
@@ -137,9 +140,11 @@ def make_command(directory: Path, mirror: str) -> list[str]:
             f"FETCH_FLAGS=--mirror {mirror}", f"TRAIN_FLAGS={TRAIN_FLAGS}"]
 
 
-def _run(command: list[str], env: dict[str, str], log: Path, kill_when: Path | None) -> tuple[int, bool]:
-    """Run `command` in its own process group, output appended to `log` (and echoed); SIGKILL the
-    group as soon as `kill_when` exists. Returns (exit status, whether it was killed)."""
+def _run(command: list[str], env: dict[str, str], log: Path, kill_when: Path | None,
+         signum: int = signal.SIGKILL) -> tuple[int, bool]:
+    """Run `command` in its own process group, output appended to `log` (and echoed); send `signum`
+    to the group as soon as `kill_when` exists, then wait for it to end. Returns (exit status,
+    whether the signal was sent)."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -148,13 +153,27 @@ def _run(command: list[str], env: dict[str, str], log: Path, kill_when: Path | N
         killed = False
         while proc.poll() is None:
             if kill_when is not None and kill_when.exists():
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signum)
                 killed = True
                 proc.wait()
                 break
             time.sleep(0.2)
-        pump.join(timeout=10)
+        _wait_for_group(proc.pid)  # a trainer still writing its stop snapshot is part of the attempt
+        pump.join()
     return proc.returncode, killed
+
+
+def _wait_for_group(pgid: int, timeout: float = 900.0) -> None:
+    """Wait until no process of group `pgid` is left (DryRunError after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            raise DryRunError(f"processes of group {pgid} still running {timeout:.0f} s after the command ended")
+        time.sleep(0.2)
 
 
 def _tee(stream, out) -> None:
@@ -169,8 +188,11 @@ def _mtime(path: Path) -> float | None:
     return path.stat().st_mtime if path.exists() else None
 
 
-def run(directory: Path = DEFAULT_DIR, kill_during: str | None = "voc-fcn16s") -> dict[str, Any]:
-    """The whole dry run (see the module docstring); returns the summary it writes."""
+def run(directory: Path = DEFAULT_DIR, kill_during: str | None = "voc-fcn16s",
+        kill_signal: str = "KILL") -> dict[str, Any]:
+    """The whole dry run (see the module docstring); returns the summary it writes. kill_signal:
+    KILL, TERM or INT."""
+    signum = KILL_SIGNALS[kill_signal]
     directory = Path(directory)
     started = time.monotonic()
     override = prepare(directory)
@@ -181,10 +203,15 @@ def run(directory: Path = DEFAULT_DIR, kill_during: str | None = "voc-fcn16s") -
     command = make_command(directory, url)
     summary: dict[str, Any] = {"command": command, "mirror": url, "registry_override": str(override)}
     try:
-        kill_when = None if kill_during is None else runs / kill_during / "snapshot" / "iter_1.pt"
-        status, killed = _run(command, env, log, kill_when)
+        stage_dir = None if kill_during is None else runs / kill_during
+        kill_when = None if stage_dir is None else (
+            stage_dir / "snapshot" / "iter_1.pt" if signum == signal.SIGKILL else stage_dir / "run.json")
+        status, killed = _run(command, env, log, kill_when, signum)
         finished_before = {s: _mtime(runs / s / "final.pt") for s in STAGES}
         summary["first_attempt"] = {"exit_status": status, "killed_during": kill_during if killed else None,
+                                    "signal": f"SIG{kill_signal}",
+                                    "snapshots_after": sorted(p.name for p in (stage_dir / "snapshot").glob("*.pt"))
+                                    if killed and (stage_dir / "snapshot").is_dir() else [],
                                     "stages_finished": [s for s, t in finished_before.items() if t is not None]}
         if kill_during is not None and not killed:
             raise DryRunError(f"the chain ended (exit {status}) before {kill_when} appeared; see {log}")
@@ -239,8 +266,11 @@ def _write_summary(directory: Path, summary: dict[str, Any]) -> None:
         lines.append(f"| {row['stage']} | {row['status']} | {'' if wall is None else f'{wall:.1f}'} | "
                      f"{row.get('peak_rss_mib', '')} | {disk:.0f} |")
     first = summary["first_attempt"]
-    lines += ["", f"Killed (SIGKILL to make's process group) during {first['killed_during']}, after its first "
-              f"snapshot; stages finished before the kill: {', '.join(first['stages_finished']) or 'none'}.",
+    when = "after its first snapshot" if first["signal"] == "SIGKILL" else "once it had written its run.json"
+    lines += ["", f"Killed ({first['signal']} to make's process group) during {first['killed_during']}, {when} "
+              f"(make's exit status {first['exit_status']}; the stage's snapshots then: "
+              f"{', '.join(first['snapshots_after']) or 'none'}); stages finished before the kill: "
+              f"{', '.join(first['stages_finished']) or 'none'}.",
               f"The rerun finished the chain (exit {summary['rerun']['exit_status']}); the killed stage has "
               f"{summary['rerun']['killed_stage_sessions']} sessions in its run.json (resumed: "
               f"{summary['rerun']['killed_stage_resumed']})." if "rerun" in summary else "",
@@ -253,10 +283,13 @@ def _write_summary(directory: Path, summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m reproduce.dryrun", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reproduce.pipeline.dryrun", description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--kill-during", default="voc-fcn16s", choices=[*STAGES, "none"],
                         help="the stage to kill after its first snapshot (none: no kill)")
+    parser.add_argument("--kill-signal", default="KILL", choices=sorted(KILL_SIGNALS),
+                        help="KILL: after the stage's first snapshot; TERM / INT: once it has started, "
+                             "and the trainer must stop by itself with a snapshot")
     parser.add_argument("--fresh", action="store_true", help="delete DIRECTORY's runs and data first")
     args = parser.parse_args(argv)
     if args.fresh:
@@ -264,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             target = args.directory / sub
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     try:
-        summary = run(args.directory, None if args.kill_during == "none" else args.kill_during)
+        summary = run(args.directory, None if args.kill_during == "none" else args.kill_during, args.kill_signal)
     except DryRunError as exc:
         print(f"dry run: {exc}", file=sys.stderr)
         return 1

@@ -1,16 +1,18 @@
-"""The `fcn` command: one click group; each sub-command lives in the module that does its work."""
+"""The `fcn` command: one click group. Each sub-command lives in a CLI module (`*_cli.py`, `datasets/cli.py`)
+that parses options and calls the library module doing the work; only CLI modules import click
+(tests/test_layering.py)."""
 import click
 
 from reproduce.datasets.cli import data_group
 from reproduce.datasets.hha_cli import hha_command
-from reproduce.device_cli import check_device_command
-from reproduce.eval_cli import eval_command, figure_command, infer_command
-from reproduce.export import export_group
-from reproduce.plan_cli import plan_command
-from reproduce.smoke import smoke_group
-from reproduce.tables import tables_command
-from reproduce.train_cli import train_command
-from reproduce.upper_bound import upper_bound_command
+from reproduce.commands.device_cli import check_device_command
+from reproduce.commands.eval_cli import eval_command, figure_command, infer_command
+from reproduce.commands.export_cli import export_group
+from reproduce.commands.plan_cli import plan_command
+from reproduce.commands.smoke_cli import smoke_group
+from reproduce.commands.tables_cli import tables_command
+from reproduce.commands.train_cli import train_command
+from reproduce.commands.upper_bound_cli import upper_bound_command
 from weight_convert.cli import CONTEXT_SETTINGS, version_option
 
 
@@ -18,6 +20,11 @@ from weight_convert.cli import CONTEXT_SETTINGS, version_option
 @version_option("fcn (fcn-repro)")
 def main() -> None:
     """fcn-repro: reproduce the FCN paper's tables, Caffe-faithfully."""
+    from reproduce.progress import interval_seconds
+    try:  # read by every command's progress lines: a bad value is one line here, not a traceback later
+        interval_seconds()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 main.add_command(tables_command, "tables")

@@ -6,9 +6,9 @@ One iteration (Caffe's `Step`, with the reference's Python data layer):
      with replacement, `reproduce.datasets.order.train_order`), forward the image at its native
      size (batch 1), add up `SoftmaxWithLoss` over the net's heads and backpropagate; the
      gradients add up in `.grad`;
-  3. apply Caffe's SGD update (`reproduce.solver.CaffeSGD`).
+  3. apply Caffe's SGD update (`reproduce.training.solver.CaffeSGD`).
 Every `test_interval` iterations (solve.py's `solver.step(N)` then `score.seg_tests`) the net is
-scored on the validation split with `reproduce.evaluate.evaluate`; every `snapshot` iterations a
+scored on the validation split with `reproduce.evaluation.evaluate.evaluate`; every `snapshot` iterations a
 checkpoint is written; the run ends at `max_iter` with `final.pt` and `metrics.json`.
 
 The run directory describes itself:
@@ -22,13 +22,13 @@ The run directory describes itself:
     log.jsonl       the same rows ({"kind": "train"}), test passes ({"kind": "test"}) and events
     test_log.csv    iteration, loss, pixel_acc, mean_acc, mean_iu, fw_iu, seconds of each test pass
     test/iter_<N>.json  each test pass's full result; metrics.json: the final one
-    snapshot/iter_<N>.pt  checkpoints (see reproduce.checkpoint); final.pt: the net's weights
+    snapshot/iter_<N>.pt  checkpoints (see reproduce.training.checkpoint); final.pt: the net's weights
 
 Resume (the default): the newest checkpoint is loaded and the run continues; a run interrupted
 and resumed ends with bitwise the weights of an uninterrupted one on the CPU. Dropout masks are
 drawn from torch's RNG re-seeded for every image from (seed, position of the image in the
 training order), so they do not depend on where a run was interrupted or on how many processes
-share the images (reproduce.distributed). Caffe's own masks cannot be reproduced in PyTorch.
+share the images (reproduce.training.distributed). Caffe's own masks cannot be reproduced in PyTorch.
 
 On CUDA, TF32 is switched off (`use_exact_cuda_math`): convolutions and matmuls run in full
 float32 as Caffe's do. Images are decoded ahead of the computation (one background thread on the
@@ -66,12 +66,12 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from reproduce import checkpoint, distributed
-from reproduce.loss import check_labels, softmax_with_loss
+from reproduce.training import checkpoint, distributed
+from reproduce.training.loss import check_labels, softmax_with_loss
 from reproduce.progress import Progress
-from reproduce.run_lock import RunLock, RunLockedError
-from reproduce.solver import CaffeSGD
-from reproduce.stop_signals import StopSignals, TrainingInterrupted
+from reproduce.training.run_lock import RunLock, RunLockedError
+from reproduce.training.solver import CaffeSGD
+from reproduce.training.stop_signals import StopSignals, TrainingInterrupted
 
 DISPLAY = 20  # every reference solver.prototxt: display: 20
 AVERAGE_LOSS = 20  # every reference solver.prototxt: average_loss: 20
@@ -94,7 +94,7 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
 
     data_root: the dataset root given to `reproduce.datasets.open_dataset` (unused for a dataset
         passed as `train_dataset` / `val_dataset`, as tests do).
-    init: weight file(s) to start from (see `reproduce.checkpoint.load_init`); None keeps the net's
+    init: weight file(s) to start from (see `reproduce.training.checkpoint.load_init`); None keeps the net's
         own initialization. Ignored when resuming.
     max_iter, test_interval, snapshot: override the experiment's values (snapshot: iterations
         between checkpoints; default the experiment's solver `snapshot`, else its test_interval).
@@ -104,9 +104,9 @@ def train(experiment, *, data_root: str | os.PathLike | None, init: str | os.Pat
         resume=False an `out_dir` holding checkpoints is an error.
     progress: the progress bar on a terminal, else a line every $FCN_PROGRESS_SECONDS (default 30)
         seconds (`reproduce.progress`), for training and its test passes; False: neither.
-    The run directory is locked for the whole call (`reproduce.run_lock`): RunLockedError, naming
+    The run directory is locked for the whole call (`reproduce.training.run_lock`): RunLockedError, naming
     the process holding it, if another trainer uses it.
-    SIGINT / SIGTERM while resuming or training (`reproduce.stop_signals`, main thread only): the
+    SIGINT / SIGTERM while resuming or training (`reproduce.training.stop_signals`, main thread only): the
     iteration in progress is finished, a snapshot written (all processes stop at the same
     iteration) and TrainingInterrupted raised; rerunning resumes from that snapshot.
     Raises NonFiniteLossError (the message names the iteration and image) if the loss is not finite.
@@ -507,7 +507,7 @@ def _finish(run: _Run) -> None:
             metrics = _test_pass(run.net, run.exp, run.val_ds, run.ctx.device, run.settings.progress, it)
             run.log.test(it, metrics, run.seconds())
         if metrics is not None:
-            from reproduce.metrics import write_json_atomic
+            from reproduce.atomic import write_json_atomic
             record = dict(metrics)
             record["iteration"] = it
             record["weights"] = str(final)
@@ -610,7 +610,7 @@ class _worker_read_ahead:
     def _refill(self) -> bool:
         import itertools
         from torch.utils.data import DataLoader
-        from reproduce.evaluate import _CarryErrors
+        from reproduce.evaluation.evaluate import _CarryErrors
         self._close()
         self.chunk = deque(itertools.islice(self.items, self.CHUNK))
         if not self.chunk:
@@ -622,7 +622,7 @@ class _worker_read_ahead:
         return True
 
     def __next__(self):
-        from reproduce.evaluate import _Failed
+        from reproduce.evaluation.evaluate import _Failed
         if not self.chunk and not self._refill():
             raise StopIteration
         item = self.chunk.popleft()
@@ -674,7 +674,7 @@ def _init_weights(net, exp, init) -> checkpoint.InitReport | None:
 
 def _test_pass(net, exp, dataset, device, progress: bool, iteration: int) -> dict:
     """Score the net on the validation split (TEST phase: dropout off), then back to TRAIN."""
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluation.evaluate import evaluate
     was_training = net.training
     net.eval()
     try:
@@ -708,7 +708,7 @@ class RunLog:
         self._append(self.csv, _csv_line(row, TRAIN_FIELDS))
 
     def test(self, iteration: int, metrics: dict, seconds: float) -> None:
-        from reproduce.metrics import write_json_atomic
+        from reproduce.atomic import write_json_atomic
         write_json_atomic(self.out / "test" / f"iter_{iteration}.json", {**metrics, "iteration": iteration})
         scores = metrics.get("scores", {})
         row = {"iteration": iteration, "loss": metrics.get("loss"), **{k: scores.get(k) for k in TEST_FIELDS[2:6]},
@@ -744,7 +744,7 @@ class RunLog:
         self._rewrite(keep)
 
     def _rewrite(self, records: list[dict]) -> None:
-        from reproduce.metrics import write_text_atomic
+        from reproduce.atomic import write_text_atomic
         train_rows = [r for r in records if r.get("kind") == "train"]
         test_rows = [r for r in records if r.get("kind") == "test"]
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
@@ -777,7 +777,7 @@ def _csv_line(row: dict | None, fields: Sequence[str]) -> str:
 
 
 def _write_run_json(out: Path, exp, ctx, plan, report, *, command, overrides: dict, init, data_root) -> None:
-    from reproduce.metrics import write_json_atomic
+    from reproduce.atomic import write_json_atomic
     paper_net = overrides["width"] == 1.0 and plan.faithful
     description = {
         "experiment": exp.to_dict() if hasattr(exp, "to_dict") else repr(exp),
@@ -799,7 +799,7 @@ def _write_run_json(out: Path, exp, ctx, plan, report, *, command, overrides: di
 
 
 def _update_run_json(out: Path, command) -> None:
-    from reproduce.metrics import write_json_atomic
+    from reproduce.atomic import write_json_atomic
     path = out / "run.json"
     try:
         description = json.loads(path.read_text(encoding="utf-8"))

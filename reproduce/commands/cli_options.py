@@ -59,7 +59,7 @@ WIDTH_HELP = ("Trunk channel multiplier: tests and smoke runs use < 1, not the p
               "contradicts the record is an error.  [default: the width the weights file records, else 1]")
 
 #: --width: None means "the weights' record says, else full width (1)"; commands resolve it
-#: through reproduce.checkpoint / nets.loading, which compare it with the record.
+#: through reproduce.training.checkpoint / nets.loading, which compare it with the record.
 WIDTH = click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None, help=WIDTH_HELP)
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ All processes walk the same seeded training order (`reproduce.datasets.order.tra
 iteration t the effective iter_size T images sit at order positions t*T ... t*T + T - 1; process r
 takes positions t*T + r, t*T + r + N, ... (the images one process with iter_size T would take at
 offsets r, r+N, ... of the iteration). Dropout masks are seeded from the image's order position
-(see `reproduce.train.dropout_seed`), so they too are those of the single-process run.
+(see `reproduce.training.train.dropout_seed`), so they too are those of the single-process run.
 
 Measured on the CPU with gloo (tests/test_ddp.py, one thread per process): 2 processes x 1 image
 end bitwise equal to 1 process with iter_size 2; 2 processes x 2 images differ from 1 process with

@@ -15,12 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 import nets
 from reproduce import experiments
 from reproduce.atomic import atomic_file
-from reproduce.cli_options import WIDTH
 from weight_convert.caffe_writer import write_caffemodel
 
 PROTOTXT = "deploy.prototxt"
@@ -48,9 +45,9 @@ def export_caffe(name: str, weights: str | os.PathLike, out_dir: str | os.PathLi
     state dict / checkpoint or a .caffemodel) into `out_dir`.
 
     input_size: (N, H, W) of the Input layer. Raises FileExistsError (naming the file) if an
-    output exists and not `force`, and the errors of `reproduce.infer.load_net` for bad weights.
+    output exists and not `force`, and the errors of `reproduce.evaluation.infer.load_net` for bad weights.
     """
-    from reproduce.infer import load_net
+    from reproduce.evaluation.infer import load_net
 
     prototxt, caffemodel = export_paths(name, out_dir)
     for path in (prototxt, caffemodel):
@@ -67,30 +64,3 @@ def export_caffe(name: str, weights: str | os.PathLike, out_dir: str | os.PathLi
     with atomic_file(prototxt, "w") as f:
         f.write(text)
     return Exported(prototxt, caffemodel, len(layers), sum(len(b) for _, _, b in blobs))
-
-
-@click.group("export")
-def export_group() -> None:
-    """Export a net of this project to other frameworks."""
-
-
-@export_group.command("caffe")
-@click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
-@click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A .pt state dict / checkpoint (fcn train's final.pt, convert-caffe's output) or a .caffemodel.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for deploy.prototxt and EXPERIMENT.caffemodel (created if missing).")
-@WIDTH
-@click.option("--input-size", nargs=3, type=click.IntRange(min=1), default=nets.caffe_graph.DEPLOY_INPUT,
-              show_default=True, metavar="N H W", help="Shape of the Input layer (Caffe reshapes to any size).")
-@click.option("--force", is_flag=True, help="Replace deploy.prototxt / the caffemodel if they exist.")
-def export_caffe_command(experiment: str, weights: Path, out_dir: Path, width: float | None,
-                         input_size: tuple[int, int, int], force: bool) -> None:
-    """Write EXPERIMENT's deploy.prototxt and its weights as a V2 .caffemodel into --out."""
-    try:
-        done = export_caffe(experiment, weights, out_dir, width=width, input_size=tuple(input_size), force=force)
-    except (FileExistsError, ValueError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {done.prototxt} ({done.layers} layers) and {done.caffemodel} ({done.blobs} blobs)")

@@ -2,7 +2,7 @@
 
 `evaluate` walks the split in order, one image at a time at its native size (batch 1), with the
 net in Caffe's TEST phase (`net.eval()`: no dropout). Per image it takes the argmax over classes
-of the score blob, adds its confusion histogram (`reproduce.metrics`), and adds the image's loss
+of the score blob, adds its confusion histogram (`reproduce.evaluation.metrics`), and adds the image's loss
 as the test net computes it (SoftmaxWithLoss with the experiment's `normalize`: the summed pixel
 loss for every VGG net, the per-pixel mean for FCN-AlexNet, whose val net normalizes too). The
 reported loss is the mean of those per-image losses, as score.py averages net.blobs['loss'].
@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from reproduce import metrics
+from reproduce.evaluation import metrics
 from reproduce.device import resolve_device
 from reproduce.experiments import Experiment
-from reproduce.infer import save_png_atomic
 from reproduce.progress import Progress, track
-from reproduce.loss import softmax_with_loss
-from reproduce.palette import label_image
-from reproduce.atomic import atomic_file
+from reproduce.training.loss import softmax_with_loss
+from reproduce.evaluation.palette import label_image
+from reproduce.atomic import atomic_file, save_png_atomic
 
 GEO_CLASSES = 3  # SIFT Flow geometric head: sky, horizontal, vertical
 
@@ -113,7 +112,7 @@ def evaluate(net: torch.nn.Module, experiment: Experiment, dataset: Dataset, *,
         num_workers: DataLoader worker processes loading images while the net computes.
         weights, iteration, split: recorded in the result (split defaults to `dataset.split`,
             else the experiment's val split).
-    Returns the metrics.json record (`reproduce.metrics.metrics_record`): scores in percent,
+    Returns the metrics.json record (`reproduce.evaluation.metrics.metrics_record`): scores in percent,
     `loss` = mean per-image loss of the first head, SIFT Flow adds `scores_geo` / `loss_geo`;
     plus "loss_normalized" (whether the per-image loss is a pixel mean, as for FCN-AlexNet).
     """

@@ -1,7 +1,7 @@
-"""`fcn train EXPERIMENT`: train one reference experiment (reproduce.train) from the command line.
+"""`fcn train EXPERIMENT`: train one reference experiment (reproduce.training.train) from the command line.
 
 More than one GPU: `torchrun --nproc_per_node=N --no-python fcn train EXPERIMENT ...` (see
-reproduce.distributed for how the images are shared out and what that does to iter_size).
+reproduce.training.distributed for how the images are shared out and what that does to iter_size).
 """
 from __future__ import annotations
 
@@ -14,39 +14,8 @@ import click
 import torch
 
 from reproduce import experiments
-from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH
-
-#: Where `fcn train` looks for the ILSVRC classifiers when --init is not given, in order, relative
-#: to --data-root (`fcn data fetch vgg16` / `caffenet` store them as <data root>/weights/<file>). The
-#: reference's FCN-AlexNet starts from CaffeNet, not BVLC AlexNet (reproduce.datasets.sources).
-BASE_WEIGHTS = {
-    "vgg16": ("weights/vgg16-fcn.caffemodel", "weights/VGG_ILSVRC_16_layers.caffemodel"),
-    "alexnet": ("weights/alexnet-fcn.caffemodel", "weights/bvlc_reference_caffenet.caffemodel"),
-    "googlenet": ("weights/bvlc_googlenet.caffemodel",),  # loaded by layer name, classifiers dropped
-}
-
-
-def default_init(experiment: experiments.Experiment, out: Path, data_dir: Path) -> list[Path]:
-    """The weights an experiment starts from when --init is not given.
-
-    "vgg16" / "alexnet" / "googlenet": the first of BASE_WEIGHTS found under `data_dir`; a coarser experiment:
-    its `final.pt` in the sibling run directory `<out>/../<name>/final.pt`; late fusion: one per stream.
-    Raises click.UsageError naming what was looked for when a file is missing.
-    """
-    names = experiment.init if isinstance(experiment.init, tuple) else (experiment.init,)
-    found = []
-    for name in names:
-        if name in BASE_WEIGHTS:
-            candidates = [data_dir / c for c in BASE_WEIGHTS[name]]
-        else:
-            candidates = [out.parent / name / "final.pt"]
-        hit = next((c for c in candidates if c.is_file()), None)
-        if hit is None:
-            raise click.UsageError(f"{experiment.name} starts from {name!r}, but none of "
-                                   f"{', '.join(map(str, candidates))} exists; pass --init")
-        found.append(hit)
-    return found
-
+from reproduce.commands.cli_options import DATA_ROOT, DEVICE, WIDTH
+from reproduce.training.init_files import MissingInitError, default_init
 
 @click.command("train")
 @click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
@@ -98,9 +67,9 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     gradients of N processes (batch 1 each) as Caffe's iter_size does; an experiment iter_size
     not divisible by N becomes iter_size x N (recorded in run.json).
     """
-    from reproduce.run_lock import RunLockedError
-    from reproduce.stop_signals import TrainingInterrupted, exit_status, resume_hint, signal_name
-    from reproduce.train import NonFiniteLossError, train
+    from reproduce.training.run_lock import RunLockedError
+    from reproduce.training.stop_signals import TrainingInterrupted, exit_status, resume_hint, signal_name
+    from reproduce.training.train import NonFiniteLossError, train
 
     exp = experiments.get(experiment)
     overrides = {k: v for k, v in (("base_lr", base_lr), ("momentum", momentum)) if v is not None}
@@ -114,9 +83,12 @@ def train_command(experiment: str, data_root: Path, init: tuple[Path, ...], devi
     elif resuming or (width or 1.0) != 1.0:
         paths = []  # resuming ignores init; a reduced-width net cannot load full-width weights
     else:
-        paths = default_init(exp, out, data_root)
+        try:
+            paths = default_init(exp, out, data_root)
+        except MissingInitError as e:
+            raise click.UsageError(str(e)) from None
     try:  # the width the weights started from or resumed were written at, unless --width says
-        from reproduce.checkpoint import latest_snapshot, width_from_records
+        from reproduce.training.checkpoint import latest_snapshot, width_from_records
         width = width_from_records(paths or ([latest_snapshot(out / "snapshot")] if resuming else []), width)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--width") from None

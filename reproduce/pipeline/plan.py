@@ -18,7 +18,7 @@ Costs, per stage:
 
 The order N GPUs run the stages in: list scheduling (whenever a GPU is free it takes the ready
 stage, dependencies finished, with the longest chain of work behind it). `make -j N reproduce-all
-GPUS=...` lets make pick the order from the same dependency graph (reproduce/gpu_slot.py pins each
+GPUS=...` lets make pick the order from the same dependency graph (reproduce/pipeline/gpu_slot.py pins each
 job to a free GPU); the plan shows what that costs in wall time.
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from reproduce.training.init_files import CLASSIFIERS, init_chain, stage_weights
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "voc": ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce"),
@@ -45,8 +47,9 @@ DATA_SOURCES: dict[str, tuple[str, ...]] = {
     "voc": ("sbd", "voc2011"), "nyud": ("nyud",), "siftflow": ("siftflow",),
     "pascalcontext": ("voc2010", "pascal-context"),
 }
-#: ILSVRC classifier an `init` names -> its `fcn data fetch` name (the Makefile's WEIGHT_NAME_*)
-INIT_WEIGHTS: dict[str, str] = {"vgg16": "vgg16", "alexnet": "caffenet", "googlenet": "googlenet"}
+#: ILSVRC classifier an `init` names -> its `fcn data fetch` name (the Makefile's WEIGHT_NAME_*);
+#: the one table is reproduce.training.init_files.CLASSIFIERS
+INIT_WEIGHTS: dict[str, str] = CLASSIFIERS
 
 #: Typical input size (H, W) of each dataset's training images: the step time is scaled to it by
 #: pixel count. VOC and PASCAL-Context: 500 x 375 (landscape, the common VOC size); NYUDv2: the
@@ -175,9 +178,7 @@ def dependencies() -> dict[str, tuple[str, ...]]:
     from reproduce import experiments
     out = {}
     for name in experiments.names():
-        inits = experiments.get(name).init
-        inits = (inits,) if isinstance(inits, str) else tuple(inits)
-        out[name] = tuple(i for i in inits if i not in INIT_WEIGHTS)
+        out[name] = tuple(i for i in init_chain(experiments.get(name)) if i not in INIT_WEIGHTS)
     return out
 
 
@@ -282,17 +283,15 @@ def init_files(name: str, runs: str | os.PathLike = "runs") -> list[str]:
     `<runs>/<stage>/final.pt` for a stage it starts from, `<runs>/init/<name>-from-<classifier>.pt`
     for a converted ILSVRC classifier (tools/slurm/train_stage.sbatch passes these to fcn train)."""
     from reproduce import experiments
-    inits = experiments.get(name).init
-    inits = (inits,) if isinstance(inits, str) else tuple(inits)
-    return [str(Path(runs) / "init" / f"{name}-from-{i}.pt") if i in INIT_WEIGHTS else str(Path(runs) / i / "final.pt")
-            for i in inits]
+    return [str(Path(runs) / "init" / f"{name}-from-{i}.pt") if i in INIT_WEIGHTS else str(stage_weights(Path(runs), i))
+            for i in init_chain(experiments.get(name))]
 
 
 def make_stage(name: str, times: StepTimes) -> Stage:
     """The stage of experiment `name` with its costs under `times`."""
     from reproduce import experiments
     exp = experiments.get(name)
-    inits = (exp.init,) if isinstance(exp.init, str) else tuple(exp.init)
+    inits = init_chain(exp)
     deps = tuple(i for i in inits if i not in INIT_WEIGHTS)
     weights = tuple(INIT_WEIGHTS[i] for i in inits if i in INIT_WEIGHTS)
     h, w = TYPICAL_SIZE[exp.dataset]

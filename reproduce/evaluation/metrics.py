@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from reproduce.atomic import atomic_file
+from reproduce.atomic import write_json_atomic, write_text_atomic  # noqa: F401 - their home is reproduce.atomic
 
 IGNORE_LABEL = 255
 SCORE_KEYS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
@@ -373,34 +373,6 @@ def write_metrics_json(
     return rec
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, (np.floating,)):
-        return _json_safe(float(obj))
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write obj as indented JSON (insertion key order, NaN -> null, trailing newline) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
-    write_text_atomic(path, text)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temp file in the same directory and os.replace."""
-    with atomic_file(path, "w") as f:
-        f.write(text)
-
-
 def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a metrics.json; raises ValueError naming the file and what is wrong."""
     path = Path(path)
@@ -412,7 +384,7 @@ def read_metrics_json(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a JSON object, got {type(rec).__name__}")
     for key in ("experiment", "split", "num_images", "scores"):
         if key not in rec:
-            raise ValueError(f"{path}: missing key {key!r} (see reproduce.metrics.METRICS_SCHEMA_DOC)")
+            raise ValueError(f"{path}: missing key {key!r} (see reproduce.evaluation.metrics.METRICS_SCHEMA_DOC)")
     for key in ("scores", "scores_geo", "scores_all_classes", "scores_without_background"):
         if key in rec:
             block = rec[key]

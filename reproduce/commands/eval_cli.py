@@ -1,4 +1,4 @@
-"""The `fcn eval`, `fcn infer` and `fcn figure` commands (registered in reproduce/cli.py)."""
+"""The `fcn eval`, `fcn infer` and `fcn figure` commands (registered in reproduce/commands/cli.py)."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,11 @@ import click
 import torch
 from PIL import Image
 
-from reproduce import experiments, metrics
-from reproduce.cli_options import DATA_ROOT, DEVICE, WIDTH, WORKERS
-from reproduce.palette import colorize, read_label_png
+from reproduce import experiments
+from reproduce.evaluation import metrics
+from reproduce.atomic import save_png_atomic, write_json_atomic
+from reproduce.commands.cli_options import DATA_ROOT, DEVICE, WIDTH, WORKERS
+from reproduce.evaluation.palette import colorize, read_label_png
 
 EXPERIMENT_ARG = click.argument("experiment", type=click.Choice(experiments.names()), metavar="EXPERIMENT")
 WEIGHTS = click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -22,7 +24,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 def _load(experiment, weights: Path, width: float | None, device):
-    from reproduce.infer import load_net
+    from reproduce.evaluation.infer import load_net
     try:
         return load_net(experiment, weights, width=width, device=device)
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -77,7 +79,7 @@ def _summary(record: dict) -> str:
               help="With --export-voc-test: VOC competition id (comp6: trained on data beyond VOC, "
                    "as FCN is on SBD; comp5: VOC data only).")
 @click.option("--bf16", is_flag=True,
-              help="Opt-in bf16 mode: bfloat16 autocast (reproduce/bf16.py). NOT Caffe-exact; recorded in "
+              help="Opt-in bf16 mode: bfloat16 autocast (reproduce/evaluation/bf16.py). NOT Caffe-exact; recorded in "
                    "metrics.json (bf16_mode). Off by default.")
 @click.option("--fast", is_flag=True, hidden=True, expose_value=False, callback=_renamed_fast)
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -89,11 +91,11 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
     """Score EXPERIMENT's net with --weights on its val split (or --split) and write metrics.json:
     the reference's pixel accuracy, mean accuracy, mean IU, f.w. IU (percent) and its test loss.
     --data-root may also be the dataset's own folder."""
-    from reproduce.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
+    from reproduce.evaluation.evaluate import VOCTestImages, evaluate, export_voc_test, find_voc_dir
     exp = experiments.get(experiment)
     net, weights_iteration = _load(exp, weights, width, device)
     if bf16:
-        from reproduce.bf16 import bf16_mode
+        from reproduce.evaluation.bf16 import bf16_mode
         # no torch.compile: every new image size would compile again (see results/bench/summary.md)
         net = bf16_mode(net.eval(), compile=False, freeze=True)
     try:
@@ -110,9 +112,9 @@ def eval_command(experiment: str, weights: Path, data_root: Path, split: str | N
                           iteration=iteration if iteration is not None else weights_iteration)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    from reproduce.bf16 import settings_record
+    from reproduce.evaluation.bf16 import settings_record
     record.update(settings_record(net))
-    metrics.write_json_atomic(out, record)
+    write_json_atomic(out, record)
     click.echo(_summary(record))
     click.echo(f"wrote {out}")
 
@@ -139,7 +141,7 @@ def infer_command(experiment: str, weights: Path, images: tuple[Path, ...], out_
     """Segment IMAGE files with EXPERIMENT's net: writes <stem>.png (VOC-palette class indices;
     SIFT Flow: <stem>_sem.png and <stem>_geo.png) and <stem>_side.png (input | prediction).
     Existing outputs are kept unless --force."""
-    from reproduce.infer import infer_files
+    from reproduce.evaluation.infer import infer_files
     exp = experiments.get(experiment)
     extra = {"hha": hha, "depth": depth}
     unused = [k for k, v in extra.items() if v and k not in exp.inputs[1:]]
@@ -184,8 +186,8 @@ def _parse_column(spec: str) -> tuple[str, str]:
 def grid_command(images: tuple[Path, ...], columns: tuple[str, ...], gt: Path | None, out: Path,
                  cell_height: int, device: torch.device, width: float | None) -> None:
     """A grid like CVPR Figure 4: one row per IMAGE; columns Image, each --column, Ground truth."""
-    from reproduce.figures import render_grid
-    from reproduce.infer import infer_label_maps, save_png_atomic
+    from reproduce.reporting.figures import render_grid
+    from reproduce.evaluation.infer import infer_label_maps
     titles = ["Image"] + [_parse_column(c)[0] for c in columns] + (["Ground truth"] if gt else [])
     cols: list[list[Image.Image]] = []
     for spec in columns:
@@ -237,8 +239,7 @@ def _png_for(folder: Path, image: Path) -> Path:
 def curves_command(logs: tuple[Path, ...], y_column: str, x_column: str, labels: tuple[str, ...], smooth: int,
                    title: str, size: tuple[int, int], out: Path) -> None:
     """Learning curves: column --y of each LOG (a run's log.csv) against --x, as one PNG."""
-    from reproduce.figures import read_log_series, render_curves
-    from reproduce.infer import save_png_atomic
+    from reproduce.reporting.figures import read_log_series, render_curves
     if labels and len(labels) != len(logs):
         raise click.UsageError(f"{len(labels)} --label values for {len(logs)} logs")
     try:

@@ -6,13 +6,10 @@ layers do, forward, argmax, and write the VOC-palette prediction and an input | 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import click
 import numpy as np
 import torch
 from PIL import Image
@@ -22,8 +19,9 @@ from reproduce.datasets import conventions
 from reproduce.datasets.image_io import bgr_from_rgb, caffe_hha, load_depth_png
 from reproduce.datasets.nyud import log_depth
 from reproduce.experiments import Experiment
-from reproduce.palette import colorize, label_image
-from reproduce.atomic import atomic_file
+from reproduce.evaluation.palette import colorize, label_image
+from reproduce.atomic import atomic_file, save_png_atomic
+from reproduce.progress import Progress, track
 
 # ---------------------------------------------------------------------------------------------
 # weights
@@ -38,16 +36,6 @@ def load_net(experiment: Experiment, weights: str | os.PathLike, *, width: float
     import nets
     net, loaded = nets.open_weights(weights, net=experiment.name, width=width)
     return net.to(device).eval(), loaded.iteration
-
-
-@contextlib.contextmanager
-def progress_bar(items: Iterable, label: str, *, show: bool = True, length: int | None = None) -> Iterator[Iterable]:
-    """`click.progressbar` on stderr when `show`, else the items as they are."""
-    if not show:
-        yield items
-        return
-    with click.progressbar(items, label=label, length=length, file=sys.stderr) as bar:
-        yield bar
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,21 +117,14 @@ def side_by_side(images: Sequence[Image.Image], *, gap: int = 4, background=(255
     return canvas
 
 
-def save_png_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Save `image` as PNG at `path` via a temp file in the same folder and os.replace."""
-    with atomic_file(path) as f:
-        image.save(f, format="PNG")
-    return Path(path)
-
-
 def infer_label_maps(net: torch.nn.Module, experiment: Experiment, images: Sequence[str | os.PathLike], *,
                      device: str | torch.device = "cpu", progress: bool = False) -> list[np.ndarray]:
     """The first head's argmax (uint8 H x W) for each image file, for single-input experiments."""
     if len(experiment.inputs) != 1:
         raise ValueError(f"{experiment.name} needs inputs {experiment.inputs}; give them to `fcn infer`")
     out = []
-    with progress_bar(images, f"predict {experiment.name}", show=progress) as bar:
-        for path in bar:
+    with Progress(f"predict {experiment.name}", len(images), unit="image", show=progress) as bar:
+        for path in track(images, bar):
             out.append(predict(net, experiment, preprocess(experiment, {experiment.inputs[0]: path}),
                                device=device)[0])
     return out
@@ -208,8 +189,8 @@ def infer_files(net: torch.nn.Module, experiment: Experiment, images: Sequence[s
     inputs = list(images) + [p for k in others for p in extra[k]]
     check_outputs([p for per_image in outputs for p in per_image], inputs, force=force)
     written: list[Path] = []
-    with progress_bar(range(len(images)), "infer", show=progress) as bar:
-        for i in bar:
+    with Progress("infer", len(images), unit="image", show=progress) as bar:
+        for i in track(range(len(images)), bar):
             paths = {first: images[i], **{k: extra[k][i] for k in others}}
             sample = preprocess(experiment, paths)
             preds = predict(net, experiment, sample, device=device)

@@ -14,16 +14,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import click
 import numpy as np
 import scipy.io
 from PIL import Image
 
 from nets.vgg_fcn import VGG16_TRUNK, scaled
-from weight_convert.caffe_writer import write_caffemodel
 
 #: The real samples the smoke run trains and validates on: package data, so an installed wheel has them.
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def prepare_data(out: Path, fixtures: Path = SAMPLES) -> Path:
@@ -31,12 +29,13 @@ def prepare_data(out: Path, fixtures: Path = SAMPLES) -> Path:
 
     SBD train = the VOC samples (their palette PNGs saved as SBD `cls/<id>.mat`) plus the real SBD
     sample; seg11valid = the VOC samples. Written to a temporary folder, then renamed.
+    FileNotFoundError naming `fixtures` when the samples are not there.
     """
     voc = fixtures / "voc" / "VOC2012"
     ids = sorted(p.stem for p in (voc / "JPEGImages").glob("*.jpg"))
     sbd_src = fixtures / "sbd" / "dataset"
     if not ids or not sbd_src.is_dir():
-        raise click.ClickException(f"{fixtures}: the VOC / SBD samples are missing")
+        raise FileNotFoundError(f"{fixtures}: the VOC / SBD samples are missing")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     sbd, voc2011 = tmp / "sbd" / "dataset", tmp / "voc2011"
@@ -81,30 +80,3 @@ def vgg16_layers(width: float, seed: int = 0) -> list[tuple[str, str, list[np.nd
     fc8 = rng.normal(0, np.sqrt(1 / channels), (1000, channels)).astype(np.float32)
     layers.append(("fc8", "InnerProduct", [fc8, np.zeros(1000, np.float32)]))
     return layers
-
-
-@click.group("smoke")
-def smoke_group() -> None:
-    """Inputs for `make reproduce-smoke` (not the paper's data or weights)."""
-
-
-@smoke_group.command("data")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def data_command(out: Path) -> None:
-    """Lay the shipped VOC/SBD samples out as a data root in OUT."""
-    prepare_data(out)
-    click.echo(f"smoke data root: {out}")
-
-
-@smoke_group.command("vgg16")
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-# Not the shared --width (reproduce/cli_options.py): this one is the width of a file to write, and
-# the smoke run's nets are 1/16 wide, so that is its default (a full-width file is 528 MB).
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1 / 16, show_default=True,
-              help="Trunk width multiplier of the file written.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def vgg16_command(out: Path, width: float, seed: int) -> None:
-    """Write a V1 VGG16-shaped .caffemodel (random weights, reduced width) to OUT."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_caffemodel(out, "VGG_ILSVRC_16_layers", vgg16_layers(width, seed), version=1)
-    click.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, width {width})")

@@ -1,7 +1,7 @@
-"""The published numbers as data: loads reproduce/paper_data/tables.json and the per-table CSVs.
+"""The published numbers as data: loads reproduce/reporting/paper_data/tables.json and the per-table CSVs.
 
 They are package data (an installed `fcn tables` needs them); `results/paper` is a link to the same
-folder, where the repository's documents point. reproduce/paper_data/tables.json indexes the tables (source, caption, verified flag, notes, and how each
+folder, where the repository's documents point. reproduce/reporting/paper_data/tables.json indexes the tables (source, caption, verified flag, notes, and how each
 column maps onto our metrics.json); each table's rows are a CSV beside it. The format is described
 in tables.json itself ("format", "column_fields") and in results/README.md.
 """
@@ -20,7 +20,7 @@ VERIFIED_VALUES = ("yes", "partial", "no")
 
 
 def default_paper_dir() -> Path:
-    """reproduce/paper_data/: the paper's tables, shipped with the package (results/paper/ in a checkout)."""
+    """reproduce/reporting/paper_data/: the paper's tables, shipped with the package (results/paper/ in a checkout)."""
     return Path(__file__).resolve().parent / "paper_data"
 
 
