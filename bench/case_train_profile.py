@@ -183,7 +183,8 @@ def markdown_lines(r: dict | None) -> list[str]:
         return ["Not measured."]
     med = r["median_s"]
     lines = [f"{r['net']}, {r['input']} {r['dtype']}, one Caffe SGD iteration, {r['threads']} threads; medians of "
-             f"{r['runs']} steps, plain and default interleaved step by step; load average "
+             f"{r['runs']} steps, {'plain, default and no region' if 'noregion' in med else 'plain and default'} "
+             "interleaved step by step; load average "
              f"{r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after "
              "(`python -m bench.case_train_profile`).", ""]
     nr_ = med.get("noregion")
