@@ -7,8 +7,10 @@ and puts its table in summary.md.
 - phases: one Caffe SGD iteration as bench.case_nets's train case (zero_grad, forward in TRAIN
   phase, SoftmaxWithLoss on random labels with 10 % ignored, backward, `CaffeSGD.step()`), each
   phase timed on its own (wall seconds, perf_counter), the plain build (`nets.build(name,
-  fast=False)`) and the default build interleaved step by step so that a change in the machine's
-  load hits both alike; medians over the runs, and the load average (os.getloadavg) before and
+  fast=False)`), the default build (whose training forward runs the region forward of
+  nets/region.py) and the default build with the region forward off (`set_region(net, False)`:
+  its training step before issue 17) interleaved step by step so that a change in the machine's
+  load hits all alike; medians over the runs, and the load average (os.getloadavg) before and
   after.
 - by layer: one more step of the default build under torch.profiler; the backward's operators
   grouped by the layer they belong to (convolution backward ops are matched to layers by their
@@ -33,12 +35,12 @@ NET = "voc-fcn8s"
 PHASES = ("zero_grad", "forward", "loss", "backward", "solver")
 
 
-def _setup(fast: bool, size: int):
+def _setup(fast: bool, size: int, region: bool = True):
     from reproduce import experiments
     from reproduce.training.solver import CaffeSGD
 
     exp = experiments.get(NET)
-    net = random_net(NET, fast=fast).train()
+    net = nets.set_region(random_net(NET, fast=fast), region).train()
     xs = inputs_for(net, size)
     solver = CaffeSGD(net, base_lr=exp.base_lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
                       iter_size=1, lr_policy=exp.lr_policy)
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     threads = set_threads()
     load_before = list(os.getloadavg())
-    variants = {"plain": _setup(False, args.size), "fast": _setup(True, args.size)}
+    # "noregion": the default build with the region forward off (set_region(net, False)), i.e. its
+    # training step before the region forward took autograd (issue 17), measured alongside
+    variants = {"plain": _setup(False, args.size), "fast": _setup(True, args.size),
+                "noregion": _setup(True, args.size, region=False)}
     times: dict[str, list[dict]] = {v: [] for v in variants}
     losses: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(args.warmup + args.runs):
@@ -158,8 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
               "runs": args.runs, "warmup": args.warmup, "load_before": load_before,
               "median_s": med, "runs_s": times, "losses": losses,
               "step_fast_over_plain": med["fast"]["step"] / med["plain"]["step"],
-              "phase_fast_over_plain": {p: med["fast"][p] / med["plain"][p] for p in PHASES if med["plain"][p] > 0}}
-    del variants["plain"]
+              "phase_fast_over_plain": {p: med["fast"][p] / med["plain"][p] for p in PHASES if med["plain"][p] > 0},
+              "step_noregion_over_plain": med["noregion"]["step"] / med["plain"]["step"]}
+    del variants["plain"], variants["noregion"]
     if not args.no_profile:
         record["backward_profile_fast"] = profile_backward(*variants["fast"])
     record["load_after"] = list(os.getloadavg())
@@ -177,13 +183,25 @@ def markdown_lines(r: dict | None) -> list[str]:
         return ["Not measured."]
     med = r["median_s"]
     lines = [f"{r['net']}, {r['input']} {r['dtype']}, one Caffe SGD iteration, {r['threads']} threads; medians of "
-             f"{r['runs']} steps, plain and default interleaved step by step; load average "
+             f"{r['runs']} steps, {'plain, default and no region' if 'noregion' in med else 'plain and default'} "
+             "interleaved step by step; load average "
              f"{r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after "
-             "(`python -m bench.case_train_profile`).", "",
-             "| phase | plain s | default s | default / plain |", "|---|---:|---:|---:|"]
+             "(`python -m bench.case_train_profile`).", ""]
+    nr_ = med.get("noregion")
+    if nr_:
+        lines += ["The default build runs the region forward (nets/region.py) in training too; *no region* "
+                  "is the default build with it off (`set_region(net, False)`), interleaved with the other two.",
+                  "", "| phase | plain s | default s | default / plain | no region s | no region / plain |",
+                  "|---|---:|---:|---:|---:|---:|"]
+    else:
+        lines += ["| phase | plain s | default s | default / plain |", "|---|---:|---:|---:|"]
     for p in (*PHASES, "step"):
         ratio = med["fast"][p] / med["plain"][p] if med["plain"][p] > 0 else float("nan")
-        lines.append(f"| {p} | {med['plain'][p]:.3f} | {med['fast'][p]:.3f} | {ratio:.2f}x |")
+        row = f"| {p} | {med['plain'][p]:.3f} | {med['fast'][p]:.3f} | {ratio:.2f}x |"
+        if nr_:
+            r2 = nr_[p] / med["plain"][p] if med["plain"][p] > 0 else float("nan")
+            row += f" {nr_[p]:.3f} | {r2:.2f}x |"
+        lines.append(row)
     prof = r.get("backward_profile_fast")
     if prof:
         lines += ["", f"Backward of the default build by layer (torch.profiler, self CPU seconds, one step; "

@@ -13,7 +13,8 @@ otherwise idle; cases still waiting after 540 s are skipped and listed, so that 
 - caffe.json: real Caffe's voc-fcn8s forward against ours, alternating, when the oracle chroot is
   built (bench/case_caffe.py; else the reason it did not run);
 - train_profile.json / .md: where voc-fcn8s's training step goes (zero_grad, forward, loss,
-  backward by layer, the solver update), plain and default interleaved (bench/case_train_profile.py);
+  backward by layer, the solver update), plain, default and default without the region forward interleaved
+  (bench/case_train_profile.py);
 - bf16_mode.json: the opt-in bf16 / torch.compile mode against the exact path (bench/case_bf16_mode.py);
 - run.json: the machine, the load average, each case's command, wall time and peak RSS,
   including bench.bench_hha and bench.bench_convert (written by their own modules, run here

@@ -123,11 +123,12 @@ def build(name: str, *, num_classes: int | tuple[int, ...] | None = None, width:
         fast: use the fast kernels of `nets.fast` (default). False gives the plain build (NCHW,
             no prepacking, no fusion), the baseline they are measured and tested against; both
             compute the same function (float32 rounding aside) with the same parameters.
-        region: with `fast`, the region forward of `nets.region` wherever no gradient is needed
-            (eval mode under `torch.no_grad()` / `torch.inference_mode()`: `fcn eval`, `fcn infer`,
-            training's test passes): each trunk layer computed only where it depends on the image,
-            the rest filled from the weights. Same function again; False (or `set_region(net,
-            False)`, or FCN_REGION=0 in the environment) opts out.
+        region: with `fast`, the region forward of `nets.region` (`fcn eval`, `fcn infer`, and
+            training: its forwards with autograd on and dropout, and its test passes): each trunk
+            layer computed only where it depends on the image, the rest filled from the weights
+            (in training differentiably, so the backward runs on the smaller maps too). Same
+            function, same gradients; False (or `set_region(net, False)`, or FCN_REGION=0 in the
+            environment) opts out.
     """
     i = info(name)
     if width <= 0:

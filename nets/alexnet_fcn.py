@@ -37,7 +37,7 @@ class AlexNetFCN(nn.Module):
 
     inputs: tuple[str, ...] = ("data",)
     fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
-    region: bool = True  # the region forward of nets.region where no gradient is needed (set_region)
+    region: bool = True  # the region forward of nets.region, inference and training (set_region)
 
     def __init__(self, num_classes: int = 21, *, width: float = 1.0) -> None:
         super().__init__()

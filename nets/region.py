@@ -24,12 +24,24 @@ blobs the heads read (VGG16's pool3 / pool4 / fc7, AlexNet's fc7, GoogLeNet's in
 assembled at full size, and the heads run unchanged. Same function as the plain build (float32
 rounding aside, as for `nets.fast`); tests/test_region.py holds it to the same 1e-5.
 
+Training (autograd on): the same forward, so autograd's backward runs over the smaller maps too.
+The backgrounds are then computed from the current weights with differentiable ops, on every
+call (never cached: the weights change each step); the background positions' upstream gradient
+is summed per (row class, column class) pair (`_Select`'s backward) and backpropagated through
+the small class-compressed computation (float64 but for the products, in the weights' dtype), so
+the weight gradients are the plain build's (tests/test_region.py: 1e-4 of their max, measured
+a few 1e-6). Convolutions run as F.conv2d there (the packed oneDNN kernel has no backward). The
+pieces of a partial blob are assembled by `_Assemble`, whose backward hands out views of the
+gradient. Dropout in training runs on whole blobs only (fc6 / fc7's, whose every position
+depends on the image), in the default path's NCHW layout, so it draws the default path's masks
+from the same random numbers; were a blob partial there, the default path would run instead.
+
 Used by the nets' forwards when `region_enabled(net)`: the fast kernels on (`nets.build`'s
 default), the region switch on (the default; `set_region(net, False)`, `nets.build(...,
-region=False)` or FCN_REGION=0 in the environment opt out), the
-net in eval mode (dropout off), autograd off (`torch.no_grad()` / `torch.inference_mode()`), a
-float32 / float64 CPU input, no torch.compile tracing and no forward hooks on the trunk's layers
-(they would see partial blobs). Anything else runs the default path.
+region=False)` or FCN_REGION=0 in the environment opt out), in eval or training mode, with
+autograd on or off, a float32 / float64 CPU input, no autocast, no torch.compile tracing and no
+forward hooks on the trunk's layers (they would see partial blobs). Anything else runs the
+default path.
 """
 from __future__ import annotations
 
@@ -63,9 +75,9 @@ def set_region(net: nn.Module, enabled: bool) -> nn.Module:
 
 def region_enabled(net: nn.Module, *inputs: torch.Tensor) -> bool:
     """Whether `net`'s forward on `inputs` takes the region path (see the module docstring)."""
-    return (bool(getattr(net, "region", False)) and nf.is_fast(net) and not net.training
+    return (bool(getattr(net, "region", False)) and nf.is_fast(net)
             and os.environ.get("FCN_REGION", "1") != "0"
-            and not torch.is_grad_enabled() and not nf._tracing()
+            and not nf._tracing()
             and all(x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
                     and x.layout == torch.strided for x in inputs)
             and not torch.is_autocast_enabled("cpu"))
@@ -191,7 +203,7 @@ def _pad_out(v: torch.Tensor, fill: float) -> torch.Tensor:
 def _conv_pairs(g: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
     """`m` at P positions whose windows are g (P x k x k x C_in): P x C_out (float64), bias added."""
     p = g.shape[0]
-    w = m.weight.detach()
+    w = m.weight  # not detached: differentiable where autograd records (see `run_region`)
     groups = m.groups
     o = w.shape[0] // groups
     # the windows in the weight's (C_in, kh, kw) order, so that the weight is read as it is (a view)
@@ -201,7 +213,7 @@ def _conv_pairs(g: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
     out = torch.bmm(gs.to(w.dtype), ws.transpose(1, 2)).to(torch.float64)  # G x P x O
     out = out.permute(1, 0, 2).reshape(p, groups * o)
     if m.bias is not None:
-        out = out + m.bias.detach().to(torch.float64)
+        out = out + m.bias.to(torch.float64)
     return out
 
 
@@ -217,7 +229,12 @@ def _background(program: Sequence[Op], geo: dict, inputs: dict[str, int]) -> dic
         py, px = need.nonzero(as_tuple=True)
         if op.kind == "point":
             v = vals[op.srcs[0]]
-            vals[op.dst] = op.module(v.permute(2, 0, 1)[None].to(torch.float64))[0].permute(1, 2, 0) if v.numel() else v
+            if isinstance(op.module, nn.Dropout) or not v.numel():
+                # Dropout: the identity at TEST; at TRAIN it runs on full blobs only (`_stochastic`),
+                # whose background is never read. Never drawn here: the RNG is the default path's.
+                vals[op.dst] = v
+            else:
+                vals[op.dst] = op.module(v.permute(2, 0, 1)[None].to(torch.float64))[0].permute(1, 2, 0)
             continue
         if op.kind == "concat":
             parts = []
@@ -240,7 +257,7 @@ def _background(program: Sequence[Op], geo: dict, inputs: dict[str, int]) -> dic
                 vp = _pad_out(src if src.numel() else torch.zeros(0, 0, c_in, dtype=torch.float64), 0.0)
                 g = vp[ty[:, :, None], tx[:, None, :]]  # P x k x k x C_in
                 out = _conv_pairs(g, m)
-            out = out.clamp_min(0)  # the ReLU (NaN stays NaN)
+            out = torch.relu(out)  # the ReLU (NaN stays NaN; gradient 0 at 0, as the layers' ReLU)
         else:
             vp = _pad_out(src, -math.inf)
             out = vp[ty[:, :, None], tx[:, None, :]].amax(dim=(1, 2))
@@ -363,13 +380,59 @@ def _materialize(plan: _Plan, name: str, blob: _Blob, ylo: int, yhi: int, xlo: i
     else:
         pieces = ((ylo, yhi, xlo, xhi),)
     strips = _strips(plan, name, blob, (ylo, yhi, xlo, xhi), pieces, core.dtype, fill)
-    for (y0, y1, x0, x1), strip in zip(pieces, strips):
-        if strip is not None:
-            out[:, y0 - ylo:y1 - ylo, x0 - xlo:x1 - xlo] = strip
+    places = [(y0 - ylo, y1 - ylo, x0 - xlo, x1 - xlo) for (y0, y1, x0, x1), strip in zip(pieces, strips)
+              if strip is not None]
+    strips = [strip for strip in strips if strip is not None]
+    inner = None
     if len(pieces) == 4:
-        out[:, cy0 - ylo:cy1 - ylo, cx0 - xlo:cx1 - xlo] = core[:, :, cy0 - ay.a:cy1 - ay.a,
-                                                               cx0 - ax.a:cx1 - ax.a].permute(0, 2, 3, 1)
+        inner = ((cy0 - ylo, cy1 - ylo, cx0 - xlo, cx1 - xlo), (cy0 - ay.a, cy1 - ay.a, cx0 - ax.a, cx1 - ax.a))
+    if torch.is_grad_enabled() and (core.requires_grad or any(t.requires_grad for t in strips)):
+        return _Assemble.apply(out, inner, places, core, *strips)
+    return _assemble(out, inner, places, core, strips)
+
+
+def _assemble(out: torch.Tensor, inner, places, core: torch.Tensor, strips) -> torch.Tensor:
+    """Write the strips (1 x h x w x C each) at `places` and the core's window into `out` (N x H x
+    W x C); return it as N x C x H x W (channels_last)."""
+    for (y0, y1, x0, x1), strip in zip(places, strips):
+        out[:, y0:y1, x0:x1] = strip
+    if inner is not None:
+        (y0, y1, x0, x1), (a0, a1, b0, b1) = inner
+        out[:, y0:y1, x0:x1] = core[:, :, a0:a1, b0:b1].permute(0, 2, 3, 1)
     return out.permute(0, 3, 1, 2)
+
+
+class _Assemble(torch.autograd.Function):
+    """`_assemble` for autograd: the backward hands each piece its window of the gradient (views;
+    slice assignments would clone the whole gradient once per piece)."""
+
+    @staticmethod
+    def forward(ctx, out, inner, places, core, *strips):
+        ctx.inner, ctx.places, ctx.core_shape = inner, places, core.shape
+        ctx.batch = [s.shape[0] for s in strips]
+        with torch.no_grad():
+            return _assemble(out, inner, places, core, strips)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        g = grad.permute(0, 2, 3, 1)  # N x H x W x C
+        gcore = None
+        if ctx.needs_input_grad[3]:
+            (y0, y1, x0, x1), (a0, a1, b0, b1) = ctx.inner or ((0, 0, 0, 0), (0, 0, 0, 0))
+            if (a0, b0, a1, b1) == (0, 0, *ctx.core_shape[2:]):
+                gcore = grad[:, :, y0:y1, x0:x1]  # the whole core (as in every window op's input)
+            else:
+                gcore = torch.zeros(ctx.core_shape, dtype=grad.dtype, memory_format=torch.channels_last)
+                gcore[:, :, a0:a1, b0:b1] = grad[:, :, y0:y1, x0:x1]
+        gstrips = []
+        for k, ((y0, y1, x0, x1), n) in enumerate(zip(ctx.places, ctx.batch)):
+            if not ctx.needs_input_grad[4 + k]:
+                gstrips.append(None)
+                continue
+            piece = g[:, y0:y1, x0:x1]
+            gstrips.append(piece.sum(0, keepdim=True) if n != piece.shape[0] else piece)
+        return (None, None, None, gcore, *gstrips)
 
 
 def _strips(plan: _Plan, name: str, blob: _Blob, rect: tuple, pieces: tuple, dtype: torch.dtype,
@@ -383,11 +446,39 @@ def _strips(plan: _Plan, name: str, blob: _Blob, rect: tuple, pieces: tuple, dty
         for y0, y1, x0, x1 in pieces:
             if y1 > y0 and x1 > x0:
                 ry, rx = _classes(blob.ay, y0, y1), _classes(blob.ax, x0, x1)
-                out.append(bg.index_select(0, ry).index_select(1, rx)[None].contiguous())
+                if torch.is_grad_enabled() and bg.requires_grad:
+                    out.append(_Select.apply(bg, ry, rx))
+                else:
+                    out.append(bg.index_select(0, ry).index_select(1, rx)[None].contiguous())
             else:
                 out.append(None)
         plan.cast[key] = out
     return plan.cast[key]
+
+
+class _Select(torch.autograd.Function):
+    """bg[ry][:, rx] as 1 x h x w x C for a background bg (ny x nx x C) and row / column classes
+    ry (h), rx (w). The backward sums the gradient per (row class, column class) pair as two
+    matrix products with the one-hot class matrices (index_select's index_add over the column
+    axis is a slow scatter on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, bg, ry, rx):
+        ctx.save_for_backward(ry, rx)
+        ctx.bg_shape = bg.shape
+        return bg.index_select(0, ry).index_select(1, rx)[None].contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        ry, rx = ctx.saved_tensors
+        ny, nx, c = ctx.bg_shape
+        g = grad.sum(0) if grad.shape[0] > 1 else grad[0]  # h x w x C
+        h, w = g.shape[:2]
+        ey = F.one_hot(ry, ny).to(g.dtype).t()  # ny x h
+        ex = F.one_hot(rx, nx).to(g.dtype).t()  # nx x w
+        t = (ey @ g.reshape(h, w * c)).view(ny, w, c)
+        return torch.matmul(ex, t), None, None  # ny x nx x C
 
 
 #: module -> {padding: (weight ref, weight key, packed weight)} for the region path's convolutions,
@@ -397,7 +488,7 @@ _PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionar
 
 def _conv_relu_padded(layer: nn.Conv2d, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     """relu(conv2d(x, layer.weight, layer.bias, layer.stride, padding=pad)), oneDNN-packed when it can."""
-    if nf._onednn_ok(x, layer):
+    if not nf._needs_grad(x, layer.weight, layer.bias) and nf._onednn_ok(x, layer):
         args = (list(pad), list(layer.stride), list(layer.dilation), layer.groups)
         w = layer.weight
         key = nf._weight_key(w)
@@ -417,8 +508,12 @@ def _apply(op: Op, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     k, s, _ = _geom(op.module)
     if op.kind == "pool":
         return F.max_pool2d(x, k, s, pad)
-    if op.fc and pad == (0, 0) and nf._gemm_ok(op.module, x):
-        return F.relu(nf.fc_conv(op.module, x), inplace=True)
+    if op.fc and pad == (0, 0):
+        # NCHW, as the default path's fc6 / fc7 (dropout draws its mask in memory order)
+        m = op.module
+        y = nf.fc_conv(m, x) if nf._gemm_ok(m, x) else F.conv2d(x, m.weight, m.bias, m.stride, pad, m.dilation,
+                                                              m.groups).contiguous()
+        return F.relu(y, inplace=True)
     return _conv_relu_padded(op.module, x, pad)
 
 
@@ -449,6 +544,28 @@ def _hooked(program: Sequence[Op]) -> bool:
                for op in program)
 
 
+def _differentiable(program: Sequence[Op], inputs: dict[str, torch.Tensor]) -> bool:
+    """Whether autograd records this forward (some trunk parameter or input requires grad)."""
+    if not torch.is_grad_enabled():
+        return False
+    return (any(x.requires_grad for x in inputs.values())
+            or any(p.requires_grad for op in program if op.module is not None for p in op.module.parameters()))
+
+
+def _stochastic_on_partial(program: Sequence[Op], geo: dict) -> bool:
+    """Whether a training-mode dropout would see a blob that is not whole (its mask must be drawn on
+    the whole blob, in the default path's layout, so that the RNG and the masks are the default
+    path's). Never the case for the nets' geometries (dropout follows fc6 / fc7, whose every
+    output depends on the image); checked before anything is drawn, the caller then runs its
+    default path."""
+    for op in program:
+        if op.kind == "point" and isinstance(op.module, nn.Dropout) and op.module.training and op.module.p > 0:
+            ay, ax = geo[op.srcs[0]]
+            if (ay.a, ay.b, ax.a, ax.b) != (0, ay.n, 0, ax.n):
+                return True
+    return False
+
+
 def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.Tensor],
                outputs: Sequence[str]) -> dict[str, torch.Tensor] | None:
     """Run `program` on `inputs` (N x C x H x W each) by regions; return the `outputs` blobs at
@@ -457,7 +574,21 @@ def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.
     if _hooked(program):
         return None
     sizes = {k: (int(v.shape[2]), int(v.shape[3])) for k, v in inputs.items()}
-    plan = _plan(owner, program, sizes, {k: int(v.shape[1]) for k, v in inputs.items()})
+    channels = {k: int(v.shape[1]) for k, v in inputs.items()}
+    if _differentiable(program, inputs):
+        # Autograd records: the background from the current weights, differentiably, every call
+        # (not cached: the weights change each step). Backpropagated, the background positions'
+        # upstream gradient is summed per class (index_select's backward) and runs back through
+        # the small class-compressed computation: the plain build's gradient, on smaller maps.
+        pkey = (_program_key(program), tuple(sorted(sizes.items())))
+        geo = _lru_get(_GEO, pkey, lambda: blob_geometry(program, sizes))
+        if _stochastic_on_partial(program, geo):
+            return None
+        plan = _Plan(geo, _background(program, geo, channels))
+    else:
+        plan = _plan(owner, program, sizes, channels)
+        if _stochastic_on_partial(program, plan.geo):
+            return None
     blobs = {k: _Blob(nf.entry_layout(v, True), *plan.geo[k]) for k, v in inputs.items()}
     for op in program:
         if op.kind in ("conv", "pool"):

@@ -68,7 +68,7 @@ class VGG16FCN(nn.Module):
 
     inputs: tuple[str, ...] = ("data",)
     fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
-    region: bool = True  # the region forward of nets.region where no gradient is needed (set_region)
+    region: bool = True  # the region forward of nets.region, inference and training (set_region)
 
     def __init__(self, num_classes: Sequence[int] = (21,), head_suffixes: Sequence[str] = ("",), *,
                  stride: int = 32, at_once: bool = False, in_channels: int = 3,
@@ -239,7 +239,7 @@ class LateFusionFCN(nn.Module):
     inputs: tuple[str, ...] = ("color", "hha")
     streams = ("color", "hha")
     fast: bool = True  # the fast kernels of nets.fast (nets.build(..., fast=False): the plain build)
-    region: bool = True  # the region forward of nets.region where no gradient is needed (set_region)
+    region: bool = True  # the region forward of nets.region, inference and training (set_region)
 
     def __init__(self, num_classes: int = 40, *, stride: int = 32, width: float = 1.0) -> None:
         super().__init__()

@@ -4,7 +4,10 @@ Every net, every layer (score layers included) with random non-zero weights and 
 sizes from 1x1 to larger than 500, odd and non-square: scores within the fast path's 1e-5 of the
 plain build's. The image-dependent rectangles are checked against a brute-force receptive-field
 walk, the backgrounds against the values the plain layers compute with two different images,
-and the caches against weight changes. No timing here (`make bench`).
+and the caches against weight changes. In training (autograd on, dropout on) the same forward
+runs with the backgrounds computed differentiably: scores, input gradients and every parameter
+gradient agree with the plain build's, the dropout masks and the RNG's consumption are the
+default path's. No timing here (`make bench`).
 """
 from __future__ import annotations
 
@@ -68,25 +71,26 @@ def test_region_forward_equals_plain_above_500(name, region_calls):
     assert region_calls
 
 
-def test_region_needs_eval_no_grad_and_the_switch(region_calls):
+def test_region_needs_the_switch_and_the_fast_kernels(region_calls):
     fast, plain = region_pair("voc-fcn16s")
     xs = inputs(fast, 21, 30)
+    plain.train()(*xs)
     with torch.no_grad():
         plain(*xs)
-        fast.train()
-        fast(*xs)  # dropout on: the default path
-        fast.eval()
         nr.set_region(fast, False)
         fast(*xs)
+        fast.train()(*xs)
         nr.set_region(fast, True)
         nets.set_fast(fast, False)
         fast(*xs)  # the plain build never takes it
+        fast.eval()(*xs)
         nets.set_fast(fast, True)
-    fast(*xs)  # autograd on
     assert region_calls == []
     with torch.no_grad():
-        fast(*xs)
-    assert region_calls == ["voc-fcn16s"]
+        fast(*xs)  # eval, no_grad
+    fast(*xs)  # eval, autograd on
+    fast.train()(*xs)  # training: dropout on, autograd on
+    assert region_calls == ["voc-fcn16s"] * 3
 
 
 def _brute_interval(program, geo, h: int) -> dict[str, tuple[int, int]]:
@@ -232,9 +236,9 @@ def test_forward_hooks_see_whole_blobs(region_calls):
     assert region_calls == ["voc-fcn8s"] * 2
 
 
-def test_training_test_passes_run_the_region_forward(tmp_path, region_calls):
-    """Training's test passes (eval mode under no_grad) take the region forward; its training
-    forwards (TRAIN phase, gradients on) do not."""
+def test_training_and_its_test_passes_run_the_region_forward(tmp_path, region_calls):
+    """Training's test passes (eval mode under no_grad) and its training forwards (TRAIN phase,
+    gradients on) take the region forward."""
     from reproduce.training.train import train
     from train_support import tiny_experiment, voc_samples
 
@@ -245,4 +249,148 @@ def test_training_test_passes_run_the_region_forward(tmp_path, region_calls):
     with open(tmp_path / "test_log.csv") as f:
         passes = sum(1 for _ in f) - 1
     assert passes >= 2
-    assert region_calls == [exp.name] * (passes * len(val))
+    assert region_calls == [exp.name] * (passes * len(val) + exp.max_iter * exp.iter_size)
+
+
+# --------------------------------------------------------------------------------------------
+# training: the region forward under autograd (backgrounds computed differentiably each call)
+# --------------------------------------------------------------------------------------------
+GRAD_TOL = 1e-4  # gradients relative to their max, as tests/test_oracle_caffe.py holds them
+TRAIN_SIZES = [(1, 1), (7, 13), (33, 1), (37, 53)]
+TRAIN_LARGE = ["voc-fcn8s", "voc-fcn-alexnet", "nyud-fcn32s-color-hha", "siftflow-fcn8s"]
+
+
+def _train_pair(name: str, seed: int = 0):
+    fast, plain = region_pair(name, seed)
+    return fast.train(), plain.train()
+
+
+def _grad_step(net, xs, seed: int = 7):
+    """TRAIN-phase forward (dropout seeded), a random linear loss of every head, backward:
+    (scores, input gradients, parameter gradients)."""
+    net.zero_grad(set_to_none=True)
+    xs = [x.clone().requires_grad_() for x in xs]
+    torch.manual_seed(seed)
+    outs = heads(net(*xs))
+    gen = torch.Generator().manual_seed(11)
+    sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outs.values()).backward()
+    return outs, [x.grad for x in xs], {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+
+
+def assert_same_training_step(fast, plain, xs) -> float:
+    """Scores (dropout on) within TOL, input and every parameter gradient within GRAD_TOL of the
+    plain build's; returns the worst gradient error."""
+    out_a, xg_a, g_a = _grad_step(fast, xs)
+    out_b, xg_b, g_b = _grad_step(plain, xs)
+    assert_same_scores(out_a, out_b)  # same dropout masks too
+    worst = 0.0
+    for a, b in zip(xg_a, xg_b):
+        assert b.abs().max() > 0 and rel(a, b) <= GRAD_TOL, rel(a, b)
+        worst = max(worst, rel(a, b))
+    trainable = {n for n, p in plain.named_parameters() if p.requires_grad}
+    assert g_a.keys() == g_b.keys() == trainable
+    for n in g_b:
+        assert rel(g_a[n], g_b[n]) <= GRAD_TOL, (n, rel(g_a[n], g_b[n]))
+        worst = max(worst, rel(g_a[n], g_b[n]))
+    return worst
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_region_training_gradients_equal_plain(name, region_calls):
+    fast, plain = _train_pair(name)
+    for h, w in TRAIN_SIZES:
+        assert_same_training_step(fast, plain, inputs(fast, h, w))
+    streams = len(getattr(fast, "streams", ())) or 1
+    assert len(region_calls) == len(TRAIN_SIZES) * streams  # no silent fallback
+
+
+@pytest.mark.parametrize("name", TRAIN_LARGE)
+def test_region_training_gradients_equal_plain_above_500(name, region_calls):
+    fast, plain = _train_pair(name, seed=3)
+    assert_same_training_step(fast, plain, inputs(fast, 517, 263, n=1))
+    assert region_calls
+
+
+def test_region_training_draws_the_default_paths_dropout(monkeypatch, region_calls):
+    """Dropout sees the default path's blobs (shape, memory layout) from the same RNG state, and
+    the RNG ends where the default path leaves it: the same masks, bitwise-resumable training."""
+    import torch.nn.functional as F
+
+    fast, _ = _train_pair("voc-fcn8s")
+    default = nets.build("voc-fcn8s", width=WIDTH, region=False).train()
+    default.load_state_dict(fast.state_dict())
+    seen: list[tuple] = []
+    real = F.dropout
+
+    def spy(x, *args, **kwargs):
+        seen.append((tuple(x.shape), x.stride(), torch.get_rng_state()))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "dropout", spy)
+    xs = inputs(fast, 45, 61)
+    records, ends, outs = [], [], []
+    for net in (fast, default):
+        seen.clear()
+        torch.manual_seed(5)
+        outs.append(net(*xs))
+        ends.append(torch.get_rng_state())
+        records.append(list(seen))
+    assert region_calls == ["voc-fcn8s"]
+    assert len(records[0]) == len(records[1]) == 2  # drop6, drop7
+    for (sa, ta, ra), (sb, tb, rb) in zip(*records):
+        assert sa == sb and ta == tb and torch.equal(ra, rb)
+    assert torch.equal(ends[0], ends[1])
+    assert_same_scores(outs[0], outs[1])
+
+
+def test_region_training_with_the_solver_equals_plain(region_calls):
+    """CaffeSGD steps: every step's backgrounds come from that step's weights (nothing stale is
+    cached in grad mode), so the updates stay the plain build's."""
+    from reproduce.training.loss import softmax_with_loss
+    from reproduce.training.solver import CaffeSGD
+
+    fast, plain = _train_pair("voc-fcn16s")
+    xs = inputs(fast, 50, 41, n=1)
+    label = torch.randint(0, 21, (1, 50, 41), generator=torch.Generator().manual_seed(3))
+    w0 = {n: p.detach().clone() for n, p in plain.named_parameters()}
+    for net in (fast, plain):
+        solver = CaffeSGD(net, base_lr=1e-2, momentum=0.9, weight_decay=5e-4)
+        for it in range(3):
+            solver.zero_grad()
+            torch.manual_seed(100 + it)
+            softmax_with_loss(net(*xs), label, normalize=True).backward()
+            solver.step()
+    assert region_calls == ["voc-fcn16s"] * 3
+    moved = 0
+    for (n, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters()):
+        step_a, step_b = a.detach().double() - w0[n].double(), b.detach().double() - w0[n].double()
+        if step_b.abs().max() > 0:
+            moved += 1
+            ulp = torch.finfo(torch.float32).eps * w0[n].abs().max().item()
+            assert (step_a - step_b).abs().max().item() <= GRAD_TOL * step_b.abs().max().item() + 2 * ulp, n
+    assert moved > 10
+
+
+def test_region_training_in_double(region_calls):
+    fast, plain = _train_pair("voc-fcn-alexnet")
+    fast.double(), plain.double()
+    xs = [x.double() for x in inputs(fast, 19, 44, n=2)]
+    out_a, xg_a, g_a = _grad_step(fast, xs)
+    out_b, xg_b, g_b = _grad_step(plain, xs)
+    assert region_calls == ["voc-fcn-alexnet"]
+    for k in heads(out_b):
+        assert rel(heads(out_a)[k], heads(out_b)[k]) <= 1e-10
+    for n in g_b:
+        assert rel(g_a[n], g_b[n]) <= 1e-9, n
+    assert rel(xg_a[0], xg_b[0]) <= 1e-9
+
+
+def test_region_training_hooks_and_opt_out_fall_back(region_calls, monkeypatch):
+    fast, plain = _train_pair("voc-fcn32s")
+    xs = inputs(fast, 20, 30)
+    handle = fast.conv3_1.register_forward_hook(lambda m, i, o: None)
+    assert_same_training_step(fast, plain, xs)  # hooked: the default path
+    handle.remove()
+    monkeypatch.setenv("FCN_REGION", "0")
+    assert_same_training_step(fast, plain, xs)
+    assert region_calls == ["voc-fcn32s"]  # run_region was asked once (hooked) and declined
