@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json
+from bench.common import (ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json,
+                          write_text)
 
 NET = "voc-fcn8s"
 
@@ -171,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine_after": machine(), "peak_rss_mib": peak_rss_mib()}
     write_json(args.out, record)
     if args.md is not None:
-        text = "\n".join(["# Caffe against ours (`python -m bench.case_caffe`)", "", *markdown_lines(record), ""])
-        tmp = args.md.with_name(f".{args.md.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.md)
+        write_text(args.md, "\n".join(["# Caffe against ours (`python -m bench.case_caffe`)", "", *markdown_lines(record), ""]))
     print("\n".join(markdown_lines(record)))
     return 0
 

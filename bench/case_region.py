@@ -29,7 +29,8 @@ import torch
 import nets
 import nets.region as nr
 from bench.case_eval import NET as EVAL_NET, VOC_FIXTURE
-from bench.common import ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json
+from bench.common import (ROOT, inputs_for, machine, peak_rss_mib, random_net, set_threads, write_json,
+                          write_text)
 
 
 def trunk_programs(net: torch.nn.Module) -> list:
@@ -154,10 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(args.out, record)
     if args.md is not None:
         from bench.summary import region_lines
-        text = "\n".join(["# Region forward (`python -m bench.case_region`)", "", *region_lines(record), ""])
-        tmp = args.md.with_name(f".{args.md.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.md)
+        write_text(args.md, "\n".join(["# Region forward (`python -m bench.case_region`)", "", *region_lines(record), ""]))
     return record
 
 

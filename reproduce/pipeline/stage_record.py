@@ -133,7 +133,6 @@ def _status_word(status: int) -> str:
     """'finished' (0), 'stopped by SIGINT' / 'stopped by SIGTERM' (130 / 143: the command stopped
     itself on the signal, its state saved, as fcn train does), 'killed by SIGKILL' (a negative
     status: the signal ended it) or 'failed'."""
-    import signal
     if status == 0:
         return "finished"
     if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
