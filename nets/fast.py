@@ -238,7 +238,11 @@ def _gemm_conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if oh < 1 or ow < 1:
         raise RuntimeError(f"input {h}x{w} is smaller than the {kh}x{kw} kernel")
     lpix = oh * ow
-    patches = _columns(x, kh, kw).transpose(1, 2).reshape(n * lpix, -1)  # (N L) x K, a copy (small)
+    sn, sc, sh, sw = x.stride()
+    # (N L) x K patches in the weight's (C, kh, kw) order, gathered straight from x in one copy
+    # (25 MB for fc6 at 500x500; unfold and then transposing its output took twice the time)
+    windows = x.as_strided((n, oh, ow, x.shape[1], kh, kw), (sn, sh, sw, sc, sh, sw), x.storage_offset())
+    patches = windows.reshape(n * lpix, -1)
     y = _mm_nt(weight.reshape(o, -1), patches).reshape(o, n, lpix).transpose(0, 1)  # N x O x L
     # Written into a fresh tensor (not a view of an intermediate), so that it may be ReLU'd in place.
     out = torch.empty((n, o, oh, ow), dtype=x.dtype, device=x.device)

@@ -16,10 +16,16 @@ edges only. This module computes, per trunk blob and input size:
   products in the weights' dtype, kept in float64) and cached until a weight changes (the key
   of `nets.fast`: version counter, storage and a sample of the values) or for another input size.
 
-The forward then runs each convolution / pooling on R' (its output's dependent rectangle) only:
-its input is R plus the few surrounding rows and columns the windows reach, filled from the
+The forward then runs each convolution / pooling on R' (its output's dependent rectangle) only.
+Its input is R plus the few surrounding rows and columns the windows reach (the ring), from the
 background (zero beyond the map for convolutions, -inf for poolings, as the plain layers pad).
-Once a blob's R is the whole map (deep in the net) the layers run as in the default path. The
+Without autograd that input is never assembled: a convolution runs on R alone, zero-padded,
+plus its edge term, conv(the ring alone), which depends on the weights only, is non-zero only
+on R''s frame, and is cached with the background (`_edge_conv`); a pooling runs on R alone,
+-inf-padded, and its frame is recomputed from small strips (`_framed_op`). The large outputs
+live in blocks of nets.workspace, kept between forwards, and every blob is dropped after its
+last reader. With autograd (training) the input is assembled (`_materialize`). Once a blob's R
+is the whole map (deep in the net) the layers run as in the default path. The
 blobs the heads read (VGG16's pool3 / pool4 / fc7, AlexNet's fc7, GoogLeNet's inception_5b) are
 assembled at full size, and the heads run unchanged. Same function as the plain build (float32
 rounding aside, as for `nets.fast`); tests/test_region.py holds it to the same 1e-5.
@@ -57,6 +63,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nets import fast as nf
+from nets import workspace as ws
 
 __all__ = ["set_region", "region_enabled", "Op", "run_region", "blob_geometry", "region_flops",
            "clear_region_caches"]
@@ -486,28 +493,38 @@ class _Select(torch.autograd.Function):
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def _conv_args(layer: nn.Conv2d, pad: tuple[int, int]) -> tuple:
+    return (list(pad), list(layer.stride), list(layer.dilation), layer.groups)
+
+
+def _packed(layer: nn.Conv2d, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """`layer`'s weight packed by oneDNN for padding `pad` (cached until the weight changes)."""
+    w = layer.weight
+    key = nf._weight_key(w)
+    per = _PACKED.setdefault(layer, {})
+    hit = per.get(pad)
+    if hit is None or hit[0]() is not w or hit[1] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *_conv_args(layer, pad), list(x.shape))
+        hit = per[pad] = (weakref.ref(w), key, packed)
+    return hit[2]
+
+
 def _conv_relu_padded(layer: nn.Conv2d, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     """relu(conv2d(x, layer.weight, layer.bias, layer.stride, padding=pad)), oneDNN-packed when it can."""
     if not nf._needs_grad(x, layer.weight, layer.bias) and nf._onednn_ok(x, layer):
-        args = (list(pad), list(layer.stride), list(layer.dilation), layer.groups)
-        w = layer.weight
-        key = nf._weight_key(w)
-        per = _PACKED.setdefault(layer, {})
-        hit = per.get(pad)
-        if hit is None or hit[0]() is not w or hit[1] != key:
-            with torch.inference_mode(False), torch.no_grad():
-                packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *args, list(x.shape))
-            hit = per[pad] = (weakref.ref(w), key, packed)
-        return torch.ops.mkldnn._convolution_pointwise(x, hit[2], layer.bias, *args, "relu", [], "")
+        args = _conv_args(layer, pad)
+        return torch.ops.mkldnn._convolution_pointwise(x, _packed(layer, x, pad), layer.bias, *args, "relu", [], "")
     return F.relu(F.conv2d(x, layer.weight, layer.bias, layer.stride, pad, layer.dilation, layer.groups),
                   inplace=True)
 
 
-def _apply(op: Op, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """The op's window computation on `x` with symmetric padding `pad` (zero / -inf), no ceil mode."""
+def _apply(op: Op, x: torch.Tensor, pad: tuple[int, int], ceil: bool = False) -> torch.Tensor:
+    """The op's window computation on `x` with symmetric padding `pad` (zero / -inf); `ceil`:
+    ceil-mode pooling (the last window may reach past the padded input, as in Caffe)."""
     k, s, _ = _geom(op.module)
     if op.kind == "pool":
-        return F.max_pool2d(x, k, s, pad)
+        return F.max_pool2d(x, k, s, pad, ceil_mode=ceil)
     if op.fc and pad == (0, 0):
         # NCHW, as the default path's fc6 / fc7 (dropout draws its mask in memory order)
         m = op.module
@@ -517,7 +534,11 @@ def _apply(op: Op, x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     return _conv_relu_padded(op.module, x, pad)
 
 
-def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob]) -> torch.Tensor:
+def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob], autograd: bool,
+               taken: list[torch.Tensor] | None) -> torch.Tensor:
+    """The conv / pool `op` on its dependent rectangle R'. `taken`: where a result written into a
+    nets.workspace block is recorded (None: the result outlives the forward, a blob the heads
+    read, so it never lives in a workspace block)."""
     src = blobs[op.srcs[0]]
     oy, ox = plan.geo[op.dst]
     m = op.module
@@ -528,11 +549,130 @@ def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob]) -> torch.Tensor:
         return nf.conv_relu(m, src.core, True, fc=op.fc)
     k, s, p = _geom(m)
     fill = -math.inf if op.kind == "pool" else 0.0
+    if not autograd:
+        y = (_edge_conv(op, plan, src, oy, ox, k, s, p, taken) if op.kind == "conv"
+             else _framed_op(op, plan, src, oy, ox, k, s, p, fill))
+        if y is not None:
+            return y
     # the input of R' (the outputs that depend on the image): R and the rows and columns around
     # it that their windows reach, from the background (beyond the map: the layer's padding)
     x = _materialize(plan, op.srcs[0], src, oy.a * s - p, (oy.b - 1) * s - p + k,
                      ox.a * s - p, (ox.b - 1) * s - p + k, fill)
     return _apply(op, x, (0, 0))
+
+
+def _main_call(src: Axis, dst: Axis, kind: str, k: int, s: int, p: int) -> tuple[int, set[bool]]:
+    """(pad, ceil modes) for running the op on the core alone along this axis so that its outputs
+    are exactly R' = [dst.a, dst.b): the first window starts where R'`s first does (core start -
+    pad), and the output count matches for these ceil modes (none: the input is materialized)."""
+    pad = src.a - (dst.a * s - p)
+    n = src.b - src.a
+    ok: set[bool] = set()
+    if pad < 0 or (kind == "pool" and pad > k // 2) or n + 2 * pad < k:
+        return pad, ok
+    for ceil in ((False, True) if kind == "pool" else (False,)):
+        span = n + 2 * pad - k
+        count = (-(-span // s) if ceil else span // s) + 1
+        if ceil and (count - 1) * s >= n + pad:  # the last window starts inside (PyTorch and Caffe)
+            count -= 1
+        if count == dst.b - dst.a:
+            ok.add(ceil)
+    return pad, ok
+
+
+def _dirty(src: Axis, dst: Axis, s: int, p: int, k: int) -> tuple[int, int]:
+    """How many of R'`s first and last outputs along this axis have windows that reach a map
+    position outside the core (the background: the core's zero / -inf padding is wrong there;
+    beyond the map it is what the layer pads with)."""
+    def touches(o: int) -> bool:
+        lo, hi = o * s - p, o * s - p + k
+        return (src.a > 0 and lo < src.a and hi > 0) or (src.b < src.n and hi > src.b and lo < src.n)
+    outs = range(dst.a, dst.b)
+    first = next((i for i, o in enumerate(outs) if not touches(o)), len(outs))
+    last = next((i for i, o in enumerate(reversed(outs)) if not touches(o)), len(outs))
+    return first, last
+
+
+def _edge_conv(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int,
+               taken: list[torch.Tensor] | None) -> torch.Tensor | None:
+    """A convolution on R' without materializing its enlarged input. By linearity, conv(core and
+    the background ring around it) = conv(core, zero-padded as the layer pads) + conv(the ring
+    alone); the second term, the edge term, depends on the weights only, is non-zero only on the
+    frame of outputs whose windows reach the background, and is cached with the plan. The
+    output is relu(conv(core) + edge term), one oneDNN call that adds a prepared tensor (zero but
+    on the frame) before the ReLU, written into a block of nets.workspace for large maps. None
+    when that call does not apply (the caller materializes the input)."""
+    m = op.module
+    core = src.core
+    (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
+    if not (cy and cx) or op.fc or not nf._onednn_ok(core, m) or not core.is_contiguous(
+            memory_format=torch.channels_last):
+        return None
+    edges = _edge_terms(op, plan, src, oy, ox, k, s, p, core.dtype)
+    shape = (core.shape[0], m.out_channels, oy.b - oy.a, ox.b - ox.a)
+    buf = None if taken is None else ws.take(shape, core.dtype)
+    if buf is None:
+        buf = torch.empty(shape, dtype=core.dtype, memory_format=torch.channels_last)
+    else:
+        taken.append(buf)
+    buf.zero_()
+    for (r0, r1, c0, c1), e in edges:
+        buf[:, :, r0:r1, c0:c1] = e
+    return torch.ops.mkldnn._convolution_pointwise_.binary(
+        buf, core, _packed(m, core, (py, px)), m.bias, *_conv_args(m, (py, px)), "add", 1.0, "relu", [], "")
+
+
+def _edge_terms(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int,
+                dtype: torch.dtype) -> list:
+    """[((r0, r1, c0, c1), 1 x C_out x h x w)]: the edge term of `op` on the frame strips of R'
+    (rows r0..r1, columns c0..c1 of R'), conv(background ring, core zero) without bias, in
+    float64 from the float32-cast background, then cast to `dtype`. Cached with the plan."""
+    key = ("edge", op.dst, dtype)
+    if key in plan.cast:
+        return plan.cast[key]
+    m = op.module
+    (t0, t1), (u0, u1) = _dirty(src.ay, oy, s, p, k), _dirty(src.ax, ox, s, p, k)
+    h, w = oy.b - oy.a, ox.b - ox.a
+    t1, u1 = min(t1, h - t0), min(u1, w - u0)  # a frame wider than R' counts its rows once
+    frame = ((0, t0, 0, w), (h - t1, h, 0, w), (t0, h - t1, 0, u0), (t0, h - t1, w - u1, w))
+    zero = _Blob(torch.zeros((), dtype=dtype).expand(1, src.core.shape[1], *src.core.shape[2:]), src.ay, src.ax)
+    out = []
+    with torch.inference_mode(False), torch.no_grad():
+        w64 = m.weight.detach().to(torch.float64)
+        for r0, r1, c0, c1 in frame:
+            if r1 <= r0 or c1 <= c0:
+                continue
+            y0, x0 = oy.a + r0, ox.a + c0
+            ring = _materialize(plan, op.srcs[0], zero, y0 * s - p, (oy.a + r1 - 1) * s - p + k,
+                                x0 * s - p, (ox.a + c1 - 1) * s - p + k, 0.0)
+            e = F.conv2d(ring.to(torch.float64), w64, None, m.stride, 0, m.dilation, m.groups)
+            out.append(((r0, r1, c0, c1), e.to(dtype).contiguous(memory_format=torch.channels_last)))
+    plan.cast[key] = out
+    return out
+
+
+def _framed_op(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int,
+               fill: float) -> torch.Tensor | None:
+    """The op on R' without materializing its enlarged input: run on the core alone, padded as the
+    layer pads (zeros / -inf), which is right wherever a window sees only the core or positions
+    beyond the map; then recompute the frame of outputs whose windows reach the background from
+    small materialized strips, written over. No autograd (the frame is written in place). None
+    when the core cannot be run this way (the caller materializes the whole input)."""
+    (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
+    (t0, t1), (u0, u1) = _dirty(src.ay, oy, s, p, k), _dirty(src.ax, ox, s, p, k)
+    h, w = oy.b - oy.a, ox.b - ox.a
+    if not cy & cx or t0 + t1 >= h or u0 + u1 >= w:
+        return None
+    y = _apply(op, src.core, (py, px), ceil=min(cy & cx))
+    frame = ((0, t0, 0, w), (h - t1, h, 0, w), (t0, h - t1, 0, u0), (t0, h - t1, w - u1, w))
+    for r0, r1, c0, c1 in frame:
+        if r1 <= r0 or c1 <= c0:
+            continue
+        y0, x0 = oy.a + r0, ox.a + c0
+        x = _materialize(plan, op.srcs[0], src, y0 * s - p, (oy.a + r1 - 1) * s - p + k,
+                         x0 * s - p, (ox.a + c1 - 1) * s - p + k, fill)
+        y[:, :, r0:r1, c0:c1] = _apply(op, x, (0, 0))
+    return y
 
 
 def _hooked(program: Sequence[Op]) -> bool:
@@ -575,7 +715,8 @@ def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.
         return None
     sizes = {k: (int(v.shape[2]), int(v.shape[3])) for k, v in inputs.items()}
     channels = {k: int(v.shape[1]) for k, v in inputs.items()}
-    if _differentiable(program, inputs):
+    autograd = _differentiable(program, inputs)
+    if autograd:
         # Autograd records: the background from the current weights, differentiably, every call
         # (not cached: the weights change each step). Backpropagated, the background positions'
         # upstream gradient is summed per class (index_select's backward) and runs back through
@@ -590,9 +731,11 @@ def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.
         if _stochastic_on_partial(program, plan.geo):
             return None
     blobs = {k: _Blob(nf.entry_layout(v, True), *plan.geo[k]) for k, v in inputs.items()}
-    for op in program:
+    last = {s: i for i, op in enumerate(program) for s in op.srcs}
+    taken: list[torch.Tensor] = []  # workspace blocks in use (given back once no blob reads them)
+    for i, op in enumerate(program):
         if op.kind in ("conv", "pool"):
-            y = _window_op(op, plan, blobs)
+            y = _window_op(op, plan, blobs, autograd, None if op.dst in outputs else taken)
         elif op.kind == "point":
             y = op.module(blobs[op.srcs[0]].core)
         else:
@@ -600,11 +743,25 @@ def run_region(owner: nn.Module, program: Sequence[Op], inputs: dict[str, torch.
             y = torch.cat([_materialize(plan, s, blobs[s], oy.a, oy.b, ox.a, ox.b, math.nan)
                            for s in op.srcs], dim=1)
         blobs[op.dst] = _Blob(y, *plan.geo[op.dst])
+        if not autograd:
+            _drop_dead(blobs, taken, [n for n in op.srcs if last[n] == i and n not in outputs])
     out = {}
     for name in outputs:
         b = blobs[name]
         out[name] = _materialize(plan, name, b, 0, b.ay.n, 0, b.ax.n, math.nan)
     return out
+
+
+def _drop_dead(blobs: dict[str, _Blob], taken: list[torch.Tensor], dead: list[str]) -> None:
+    """Forget the blobs no later op reads, and give the workspace blocks in `taken` back once no
+    live blob shares their memory (an eval-mode dropout hands its input on as it is)."""
+    for name in dead:
+        blobs.pop(name, None)
+    live = {b.core.untyped_storage().data_ptr() for b in blobs.values()}
+    dead_blocks = [t for t in taken if t.untyped_storage().data_ptr() not in live]
+    taken[:] = [t for t in taken if t.untyped_storage().data_ptr() in live]
+    for t in dead_blocks:
+        ws.give(t)
 
 
 def region_flops(program: Sequence[Op], sizes: dict[str, tuple[int, int]], *,

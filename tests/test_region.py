@@ -253,6 +253,108 @@ def test_training_and_its_test_passes_run_the_region_forward(tmp_path, region_ca
 
 
 # --------------------------------------------------------------------------------------------
+# inference: partial convolutions with their edge terms, their outputs in nets.workspace blocks
+# --------------------------------------------------------------------------------------------
+WORKSPACE_NETS = ["voc-fcn8s", "voc-fcn-alexnet", "voc-fcn-googlenet", "nyud-fcn32s-color-hha"]
+
+
+@pytest.fixture
+def every_map_in_the_workspace(monkeypatch):
+    """Every partial convolution's output through nets.workspace (the tests' maps are small)."""
+    import nets.workspace as ws
+    monkeypatch.setattr(ws, "MIN_BYTES", 0)
+    ws.clear()
+    yield ws
+    ws.clear()
+
+
+@pytest.fixture
+def edge_convs(monkeypatch) -> list[bool]:
+    """Records whether each partial convolution took the edge-term path; a fallback (materializing
+    the input) is allowed only where the geometry asks for it: no symmetric padding of the core
+    gives R' (AlexNet's conv1 and some small GoogLeNet maps), or fc6 (never packed by oneDNN)."""
+    taken: list[bool] = []
+    real = nr._edge_conv
+
+    def spy(op, plan, src, oy, ox, k, s, p, blocks):
+        y = real(op, plan, src, oy, ox, k, s, p, blocks)
+        if y is None:
+            ceil_modes = [nr._main_call(a, d, op.kind, k, s, p)[1] for a, d in ((src.ay, oy), (src.ax, ox))]
+            assert op.fc or not all(ceil_modes), op.dst
+        taken.append(y is not None)
+        return y
+
+    monkeypatch.setattr(nr, "_edge_conv", spy)
+    return taken
+
+
+@pytest.mark.parametrize("name", WORKSPACE_NETS)
+def test_region_forward_through_the_workspace(name, every_map_in_the_workspace, edge_convs, region_calls):
+    """Calls at alternating sizes and images reuse the blocks: each output still the plain build's,
+    and an earlier call's outputs untouched by the later calls."""
+    ws = every_map_in_the_workspace
+    fast, plain = region_pair(name, seed=7)
+    kept = []
+    for i, (h, w) in enumerate([(37, 53), (64, 64), (37, 53), (2, 31), (64, 64)]):
+        xs = inputs(fast, h, w, seed=i)
+        with torch.inference_mode() if i % 2 else torch.no_grad():
+            out, ref = heads(fast(*xs)), heads(plain(*xs))
+        assert_same_scores(out, ref)
+        kept.append((out, {k: v.clone() for k, v in out.items()}))
+        assert ws.held_bytes() > 0  # the blocks came back
+    for out, copy in kept:
+        assert all(torch.equal(out[k], copy[k]) for k in out)
+    assert sum(edge_convs) > 0.75 * len(edge_convs)
+    streams = len(getattr(fast, "streams", ())) or 1
+    assert len(region_calls) == 5 * streams
+
+
+def test_inference_then_test_pass_then_training_on_one_net(every_map_in_the_workspace):
+    """Blocks and edge terms made under inference_mode serve a no_grad forward, and a training
+    step on the same net afterwards is the plain build's."""
+    fast, plain = region_pair("voc-fcn16s", seed=2)
+    xs = inputs(fast, 41, 29, n=1)
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+    with torch.no_grad():
+        assert_same_scores(fast(*xs), plain(*xs))
+    for net in (fast, plain):
+        net.zero_grad()
+        heads(net(*xs))["score"].square().mean().backward()
+    for (n, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters()):
+        if b.grad is not None and b.grad.abs().max() > 0:
+            assert rel(a.grad, b.grad) <= GRAD_TOL, n
+
+
+def test_threads_running_one_net_at_once(every_map_in_the_workspace):
+    import threading
+    fast, plain = region_pair("voc-fcn8s", seed=4)
+    xs = [inputs(fast, 45, 38, n=1, seed=s) for s in range(4)]
+    with torch.inference_mode():
+        refs = [plain(*x) for x in xs]
+        fast(*xs[0])  # the plan and its edge terms exist before the threads start
+    outs: dict[int, torch.Tensor] = {}
+    errors = []
+
+    def work(i):
+        try:
+            with torch.inference_mode():
+                for _ in range(3):
+                    outs[i] = fast(*xs[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        assert_same_scores(outs[i], refs[i])
+
+
+# --------------------------------------------------------------------------------------------
 # training: the region forward under autograd (backgrounds computed differentiably each call)
 # --------------------------------------------------------------------------------------------
 GRAD_TOL = 1e-4  # gradients relative to their max, as tests/test_oracle_caffe.py holds them
