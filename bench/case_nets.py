@@ -62,7 +62,7 @@ def train_case(name: str, fast: bool, size: int, warmup: int, runs: int, device:
         loss = sum(softmax_with_loss(outs[k], labels[k], normalize=exp.loss_normalize) for k in labels)
         loss.backward()
         solver.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
 
     timing = timed(step, warmup=warmup, runs=runs, sync=_sync(device))
     timing["loss"] = losses[-1]

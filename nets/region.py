@@ -626,7 +626,7 @@ def _edge_terms(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: 
                 dtype: torch.dtype) -> list:
     """[((r0, r1, c0, c1), 1 x C_out x h x w)]: the edge term of `op` on the frame strips of R'
     (rows r0..r1, columns c0..c1 of R'), conv(background ring, core zero) without bias, in
-    float64 from the float32-cast background, then cast to `dtype`. Cached with the plan."""
+    `dtype` (the layer's own precision). Cached with the plan."""
     key = ("edge", op.dst, dtype)
     if key in plan.cast:
         return plan.cast[key]
@@ -638,15 +638,15 @@ def _edge_terms(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: 
     zero = _Blob(torch.zeros((), dtype=dtype).expand(1, src.core.shape[1], *src.core.shape[2:]), src.ay, src.ax)
     out = []
     with torch.inference_mode(False), torch.no_grad():
-        w64 = m.weight.detach().to(torch.float64)
+        weight = m.weight.detach().to(dtype)
         for r0, r1, c0, c1 in frame:
             if r1 <= r0 or c1 <= c0:
                 continue
             y0, x0 = oy.a + r0, ox.a + c0
             ring = _materialize(plan, op.srcs[0], zero, y0 * s - p, (oy.a + r1 - 1) * s - p + k,
                                 x0 * s - p, (ox.a + c1 - 1) * s - p + k, 0.0)
-            e = F.conv2d(ring.to(torch.float64), w64, None, m.stride, 0, m.dilation, m.groups)
-            out.append(((r0, r1, c0, c1), e.to(dtype).contiguous(memory_format=torch.channels_last)))
+            e = F.conv2d(ring, weight, None, m.stride, 0, m.dilation, m.groups)
+            out.append(((r0, r1, c0, c1), e.contiguous(memory_format=torch.channels_last)))
     plan.cast[key] = out
     return out
 
