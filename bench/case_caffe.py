@@ -10,8 +10,11 @@ same layers on the same weights and input. Caffe 1.0 (Debian's CPU build, OpenBL
 threads as torch uses here) runs in the chroot (tools/caffe_oracle/time_forward.py: the load is
 not timed, one warm-up forward, then the timed ones); ours runs in this process,
 `net.eval()` under `torch.inference_mode()`: the default build (fast kernels and the region
-forward) and the plain build. The three alternate round by round (Caffe, default, plain, Caffe,
-...) so that a change in the machine's load hits all alike. Also the largest score difference
+forward) and the plain build, each round also one untimed forward first, as Caffe's. The three
+alternate round by round (Caffe, default, plain, Caffe, ...) so that a change in the machine's
+load hits all alike. (On the development VM, for some 10 s after a process that used a few GB
+exits, as Caffe's does each round, forwards here run up to 15 % slower, about every other one;
+the per-round warm-up absorbs only part of that: it counts against ours, never for.) Also the largest score difference
 between Caffe and ours, relative to the largest score: the comparison is of the same function.
 """
 from __future__ import annotations
@@ -82,8 +85,10 @@ def caffe_round(directory: Path, runs: int, threads: int) -> dict:
 
 
 def ours_round(net: torch.nn.Module, x: torch.Tensor, runs: int) -> list[float]:
+    """One untimed forward, then `runs` timed ones (s)."""
     out = []
     with torch.inference_mode():
+        net(x)
         for _ in range(runs):
             start = time.perf_counter()
             net(x)
@@ -111,8 +116,8 @@ def measure(size: int, rounds: int, runs: int) -> dict:
         d = work / NET
         d.mkdir()
         default, plain, x = prepare(d, size)
-        ours_round(default, x, 1)  # warm-ups: packing, the region's geometry and background
-        ours_round(plain, x, 1)
+        ours_round(default, x, 0)  # warm-ups: packing, the region's geometry and background
+        ours_round(plain, x, 0)
         times: dict[str, list[float]] = {"caffe": [], "default": [], "plain": []}
         version = None
         for _ in range(rounds):
