@@ -605,8 +605,8 @@ def _edge_conv(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: i
     m = op.module
     core = src.core
     (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
-    if not (cy and cx) or op.fc or not nf._onednn_ok(core, m) or not core.is_contiguous(
-            memory_format=torch.channels_last):
+    if (not (cy and cx) or op.fc or not nf._onednn_ok(core, m) or not hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+            or not core.is_contiguous(memory_format=torch.channels_last)):
         return None
     edges = _edge_terms(op, plan, src, oy, ox, k, s, p, core.dtype)
     shape = (core.shape[0], m.out_channels, oy.b - oy.a, ox.b - ox.a)

@@ -326,6 +326,27 @@ def test_inference_then_test_pass_then_training_on_one_net(every_map_in_the_work
             assert rel(a.grad, b.grad) <= GRAD_TOL, n
 
 
+def test_a_forward_that_fails_midway_leaves_the_next_one_right(every_map_in_the_workspace, monkeypatch):
+    """Blocks taken by a forward that raised are never given back (they are simply freed): the
+    next forward is still the plain build's."""
+    fast, plain = region_pair("voc-fcn8s", seed=6)
+    xs = inputs(fast, 40, 50, n=1)
+    real = nr._framed_op
+
+    def broken(op, *args):
+        if op.dst == "pool2":
+            raise RuntimeError("injected")
+        return real(op, *args)
+
+    monkeypatch.setattr(nr, "_framed_op", broken)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="injected"):
+        fast(*xs)
+    monkeypatch.setattr(nr, "_framed_op", real)
+    with torch.inference_mode():
+        assert_same_scores(fast(*xs), plain(*xs))
+        assert_same_scores(fast(*xs), plain(*xs))
+
+
 def test_threads_running_one_net_at_once(every_map_in_the_workspace):
     import threading
     fast, plain = region_pair("voc-fcn8s", seed=4)
