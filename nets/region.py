@@ -491,6 +491,8 @@ class _Select(torch.autograd.Function):
 #: module -> {padding: (weight ref, weight key, packed weight)} for the region path's convolutions,
 #: which run with other paddings than the layer's (same invalidation as nets.fast).
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+#: The in-place oneDNN convolution (relu(conv(x) + out) into out) that `_edge_conv` calls.
+_INPLACE_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
 
 
 def _conv_args(layer: nn.Conv2d, pad: tuple[int, int]) -> tuple:
@@ -556,8 +558,7 @@ def _window_op(op: Op, plan: _Plan, blobs: dict[str, _Blob], autograd: bool,
             return y
     # the input of R' (the outputs that depend on the image): R and the rows and columns around
     # it that their windows reach, from the background (beyond the map: the layer's padding)
-    x = _materialize(plan, op.srcs[0], src, oy.a * s - p, (oy.b - 1) * s - p + k,
-                     ox.a * s - p, (ox.b - 1) * s - p + k, fill)
+    x = _strip_input(plan, op.srcs[0], src, oy, ox, (0, oy.b - oy.a, 0, ox.b - ox.a), k, s, p, fill)
     return _apply(op, x, (0, 0))
 
 
@@ -593,6 +594,32 @@ def _dirty(src: Axis, dst: Axis, s: int, p: int, k: int) -> tuple[int, int]:
     return first, last
 
 
+def _core_calls(op: Op, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int) -> tuple[tuple[int, int], set[bool]]:
+    """((pad_y, pad_x), ceil modes that both axes allow) for `_main_call` on both axes."""
+    (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
+    return (py, px), cy & cx
+
+
+def _frame(src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int) -> tuple[list[tuple[int, int, int, int]], bool]:
+    """The frame of R' whose windows reach the background, as non-empty strips (r0, r1, c0, c1) in
+    R''s own coordinates (top, bottom, then left and right between them), and whether the frame
+    covers all of R' along an axis."""
+    (t0, t1), (u0, u1) = _dirty(src.ay, oy, s, p, k), _dirty(src.ax, ox, s, p, k)
+    h, w = oy.b - oy.a, ox.b - ox.a
+    whole = t0 + t1 >= h or u0 + u1 >= w
+    t1, u1 = min(t1, h - t0), min(u1, w - u0)  # a frame wider than R' counts its rows once
+    strips = ((0, t0, 0, w), (h - t1, h, 0, w), (t0, h - t1, 0, u0), (t0, h - t1, w - u1, w))
+    return [r for r in strips if r[1] > r[0] and r[3] > r[2]], whole
+
+
+def _strip_input(plan: _Plan, name: str, blob: _Blob, oy: Axis, ox: Axis, strip: tuple[int, int, int, int],
+                 k: int, s: int, p: int, fill: float) -> torch.Tensor:
+    """The input rows and columns that the windows of R''s `strip` read, materialized."""
+    r0, r1, c0, c1 = strip
+    return _materialize(plan, name, blob, (oy.a + r0) * s - p, (oy.a + r1 - 1) * s - p + k,
+                        (ox.a + c0) * s - p, (ox.a + c1 - 1) * s - p + k, fill)
+
+
 def _edge_conv(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int,
                taken: list[torch.Tensor] | None) -> torch.Tensor | None:
     """A convolution on R' without materializing its enlarged input. By linearity, conv(core and
@@ -604,8 +631,8 @@ def _edge_conv(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: i
     when that call does not apply (the caller materializes the input)."""
     m = op.module
     core = src.core
-    (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
-    if (not (cy and cx) or op.fc or not nf._onednn_ok(core, m) or not hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+    pad, ceil = _core_calls(op, src, oy, ox, k, s, p)
+    if (not ceil or op.fc or not _INPLACE_CONV or not nf._onednn_ok(core, m)
             or not core.is_contiguous(memory_format=torch.channels_last)):
         return None
     edges = _edge_terms(op, plan, src, oy, ox, k, s, p, core.dtype)
@@ -619,7 +646,7 @@ def _edge_conv(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: i
     for (r0, r1, c0, c1), e in edges:
         buf[:, :, r0:r1, c0:c1] = e
     return torch.ops.mkldnn._convolution_pointwise_.binary(
-        buf, core, _packed(m, core, (py, px)), m.bias, *_conv_args(m, (py, px)), "add", 1.0, "relu", [], "")
+        buf, core, _packed(m, core, pad), m.bias, *_conv_args(m, pad), "add", 1.0, "relu", [], "")
 
 
 def _edge_terms(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: int, p: int,
@@ -631,22 +658,14 @@ def _edge_terms(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: 
     if key in plan.cast:
         return plan.cast[key]
     m = op.module
-    (t0, t1), (u0, u1) = _dirty(src.ay, oy, s, p, k), _dirty(src.ax, ox, s, p, k)
-    h, w = oy.b - oy.a, ox.b - ox.a
-    t1, u1 = min(t1, h - t0), min(u1, w - u0)  # a frame wider than R' counts its rows once
-    frame = ((0, t0, 0, w), (h - t1, h, 0, w), (t0, h - t1, 0, u0), (t0, h - t1, w - u1, w))
     zero = _Blob(torch.zeros((), dtype=dtype).expand(1, src.core.shape[1], *src.core.shape[2:]), src.ay, src.ax)
     out = []
     with torch.inference_mode(False), torch.no_grad():
         weight = m.weight.detach().to(dtype)
-        for r0, r1, c0, c1 in frame:
-            if r1 <= r0 or c1 <= c0:
-                continue
-            y0, x0 = oy.a + r0, ox.a + c0
-            ring = _materialize(plan, op.srcs[0], zero, y0 * s - p, (oy.a + r1 - 1) * s - p + k,
-                                x0 * s - p, (ox.a + c1 - 1) * s - p + k, 0.0)
+        for strip in _frame(src, oy, ox, k, s, p)[0]:
+            ring = _strip_input(plan, op.srcs[0], zero, oy, ox, strip, k, s, p, 0.0)
             e = F.conv2d(ring, weight, None, m.stride, 0, m.dilation, m.groups)
-            out.append(((r0, r1, c0, c1), e.contiguous(memory_format=torch.channels_last)))
+            out.append((strip, e.contiguous(memory_format=torch.channels_last)))
     plan.cast[key] = out
     return out
 
@@ -658,20 +677,14 @@ def _framed_op(op: Op, plan: _Plan, src: _Blob, oy: Axis, ox: Axis, k: int, s: i
     beyond the map; then recompute the frame of outputs whose windows reach the background from
     small materialized strips, written over. No autograd (the frame is written in place). None
     when the core cannot be run this way (the caller materializes the whole input)."""
-    (py, cy), (px, cx) = (_main_call(a, d, op.kind, k, s, p) for a, d in ((src.ay, oy), (src.ax, ox)))
-    (t0, t1), (u0, u1) = _dirty(src.ay, oy, s, p, k), _dirty(src.ax, ox, s, p, k)
-    h, w = oy.b - oy.a, ox.b - ox.a
-    if not cy & cx or t0 + t1 >= h or u0 + u1 >= w:
+    pad, ceil = _core_calls(op, src, oy, ox, k, s, p)
+    strips, whole = _frame(src, oy, ox, k, s, p)
+    if not ceil or whole:
         return None
-    y = _apply(op, src.core, (py, px), ceil=min(cy & cx))
-    frame = ((0, t0, 0, w), (h - t1, h, 0, w), (t0, h - t1, 0, u0), (t0, h - t1, w - u1, w))
-    for r0, r1, c0, c1 in frame:
-        if r1 <= r0 or c1 <= c0:
-            continue
-        y0, x0 = oy.a + r0, ox.a + c0
-        x = _materialize(plan, op.srcs[0], src, y0 * s - p, (oy.a + r1 - 1) * s - p + k,
-                         x0 * s - p, (ox.a + c1 - 1) * s - p + k, fill)
-        y[:, :, r0:r1, c0:c1] = _apply(op, x, (0, 0))
+    y = _apply(op, src.core, pad, ceil=min(ceil))
+    for r0, r1, c0, c1 in strips:
+        y[:, :, r0:r1, c0:c1] = _apply(op, _strip_input(plan, op.srcs[0], src, oy, ox, (r0, r1, c0, c1),
+                                                        k, s, p, fill), (0, 0))
     return y
 
 

@@ -37,7 +37,7 @@ def take(shape: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor |
     """An uninitialised N x C x H x W tensor in channels_last memory from a kept block, or None
     when it is smaller than MIN_BYTES (the caller allocates as usual)."""
     n, c, h, w = shape
-    nbytes = n * c * h * w * torch.empty((), dtype=dtype).element_size()
+    nbytes = n * c * h * w * dtype.itemsize
     if nbytes < MIN_BYTES:
         return None
     free = _free()
