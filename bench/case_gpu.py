@@ -38,6 +38,7 @@ from bench.common import RESULTS, ROOT, inputs_for, machine, random_net, write_j
 NET = "voc-fcn8s"
 SIZES = {"500x500": (500, 500), "500x375": (375, 500)}  # W x H label -> (H, W)
 ITERATIONS = 100_000
+DEVICE = "cuda"  # the device measured (tests/test_cuda_rehearsal.py runs this module on the CPU)
 EXIT_NO_CUDA = 2
 
 
@@ -101,17 +102,18 @@ def _step_fn(net, runner, exp, xs, label) -> Callable[[], None]:
     return step
 
 
-def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
-    """Forward and training step, exact and bf16, at each size; the deterministic cost."""
+def measure_kernels(warmup: int, runs: int, compile_: bool, *, width: float = 1.0) -> dict:
+    """Forward and training step, exact and bf16, at each size; the deterministic cost (`width`:
+    the nets' channel multiplier, 1 for the real figures)."""
     from reproduce import experiments
     from reproduce.evaluation.bf16 import bf16_mode
     from reproduce.training.train import use_exact_cuda_math
     use_exact_cuda_math()
     exp = experiments.get(NET)
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     out: dict = {}
     for label, (h, w) in SIZES.items():
-        net = random_net(NET, fast=True).to(dev)
+        net = random_net(NET, fast=True, width=width).to(dev)
         xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
         y = _labels((h, w), dev)
         bf16 = bf16_mode(net, compile=False)
@@ -149,7 +151,7 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
         torch.cuda.empty_cache()
     # what deterministic algorithms cost (500 x 375, exact)
     h, w = SIZES["500x375"]
-    net = random_net(NET, fast=True).to(dev).train()
+    net = random_net(NET, fast=True, width=width).to(dev).train()
     xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
     y = _labels((h, w), dev)
     off = cuda_timed(_step_fn(net, net, exp, xs, y), warmup=warmup, runs=runs)
@@ -162,8 +164,9 @@ def measure_kernels(warmup: int, runs: int, compile_: bool) -> dict:
                                            "slowdown": on["median_s"] / off["median_s"]}}
 
 
-def measure_loop(iterations: int, display: int = 20) -> dict:
-    """The real training loop's s/iteration in steady state vs the pure compute of the same steps."""
+def measure_loop(iterations: int, display: int = 20, *, width: float = 1.0) -> dict:
+    """The real training loop's s/iteration in steady state vs the pure compute of the same steps
+    (`width`: the net's channel multiplier, 1 for the real figures)."""
     import dataclasses
     from reproduce import experiments
     from reproduce.datasets import open_dataset
@@ -175,17 +178,17 @@ def measure_loop(iterations: int, display: int = 20) -> dict:
     ds = open_dataset("voc", ROOT / "reproduce" / "samples" / "voc", "sample")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        train(exp, data_root=None, init=None, out_dir=out, device="cuda", train_dataset=ds, val_dataset=ds,
-              progress=False, display=display, keep_snapshots=1)
+        train(exp, data_root=None, init=None, out_dir=out, device=DEVICE, train_dataset=ds, val_dataset=ds,
+              progress=False, display=display, keep_snapshots=1, width=width)
         with open(out / "log.csv", newline="") as f:
             rows = [(int(r["iteration"]), float(r["seconds"])) for r in csv.DictReader(f)]
     (i0, s0), (i1, s1) = rows[1], rows[-1]  # from the second row: past start-up and the first loads
     loop_s = (s1 - s0) / (i1 - i0)
     # the same steps' pure compute: the loop's images already on the GPU, no loading, no logging
     use_exact_cuda_math()
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     torch.manual_seed(exp.seed)
-    net = exp.build_net().to(dev).train()
+    net = exp.build_net(width=width).to(dev).train()
     solver = CaffeSGD(net, base_lr=exp.base_lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
                       iter_size=1, lr_policy=exp.lr_policy)
     samples = [ds[i] for i in range(len(ds))]

@@ -185,8 +185,14 @@ def test_killed_and_resumed_run_on_cuda_ends_bitwise_equal(tmp_path, determinist
     sa, sb = (checkpoint.load_checkpoint(d / "snapshot" / "iter_6.pt") for d in (whole, broken))
     assert_states_equal(sa["solver"]["history"], sb["solver"]["history"])
     assert sa["display_losses"] == sb["display_losses"]
-    run = json.loads((whole / "run.json").read_text())
-    assert run["device"]["device"].startswith("cuda") and run["device"]["tf32"] == {"matmul": False, "cudnn": False}
+    assert_ran_exactly_on(CUDA, json.loads((whole / "run.json").read_text()))
+
+
+def assert_ran_exactly_on(device: str, run: dict) -> None:
+    """run.json's device record names `device`, and on CUDA records TF32 off."""
+    assert run["device"]["device"].startswith(device), run["device"]
+    if device.startswith("cuda"):
+        assert run["device"]["tf32"] == {"matmul": False, "cudnn": False}, run["device"]
 
 
 def test_no_host_synchronisation_between_displays(tmp_path, monkeypatch):
@@ -335,18 +341,19 @@ def test_bf16_mode_agreement_on_cuda(compile):
 # ------------------------------------------------------------------------------------------------
 # DDP over NCCL
 # ------------------------------------------------------------------------------------------------
-def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
+def _ddp_worker(rank: int, world: int, init_file: str, root: str, backend: str) -> None:
     import torch.distributed as dist
     from reproduce.training.train import train
     from test_ddp import _experiment
     from train_support import voc_samples
 
-    torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    device = f"cuda:{rank}" if backend == "nccl" else "cpu"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         train(_experiment(1), data_root=None, init=None, out_dir=os.path.join(root, "ddp"), width=WIDTH,
-              train_dataset=voc_samples(32), val_dataset=voc_samples(32), progress=False, display=1,
-              device=f"cuda:{rank}")
+              train_dataset=voc_samples(32), val_dataset=voc_samples(32), progress=False, display=1, device=device)
     finally:
         dist.destroy_process_group()
 
@@ -354,19 +361,26 @@ def _nccl_worker(rank: int, world: int, init_file: str, root: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                     reason="DDP over NCCL needs 2 CUDA GPUs")
 def test_two_nccl_processes_equal_one_process_with_iter_size_two(tmp_path):
+    two_processes_equal_one_with_iter_size_two(tmp_path, "nccl")
+
+
+def two_processes_equal_one_with_iter_size_two(tmp_path, backend: str) -> None:
+    """2 processes over `backend` (nccl: one GPU each) against one process with iter_size 2 (on cuda:0)."""
     import torch.multiprocessing as mp
     from reproduce.training.train import train
     from test_ddp import _experiment, _losses, max_relative_difference
     from train_support import read_state, voc_samples
 
-    mp.spawn(_nccl_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path), backend), nprocs=2, join=True)
     single = tmp_path / "single"
     train(_experiment(2), data_root=None, init=None, out_dir=single, width=WIDTH, train_dataset=voc_samples(32),
-          val_dataset=voc_samples(32), progress=False, display=1, device="cuda:0")
+          val_dataset=voc_samples(32), progress=False, display=1, device="cuda:0" if backend == "nccl" else "cpu")
     a, b = read_state(single / "final.pt"), read_state(tmp_path / "ddp" / "final.pt")
     worst = max_relative_difference(a, b)
-    print(f"2 NCCL processes vs 1 process with iter_size 2: max relative weight difference {worst:.3g}", file=sys.stderr)
+    print(f"2 {backend} processes vs 1 process with iter_size 2: max relative weight difference {worst:.3g}",
+          file=sys.stderr)
     assert worst <= 1e-6
     assert _losses(single / "log.csv") == pytest.approx(_losses(tmp_path / "ddp" / "log.csv"), rel=1e-6)
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["solver"]["world_size"] == 2
+    assert_ran_exactly_on("cuda:0" if backend == "nccl" else "cpu", run)
