@@ -171,3 +171,20 @@ def test_leftover_temporaries_of_dead_processes_are_removed_at_the_next_start(tm
     assert not any(p.exists() for p in stale)
     assert alive.exists()
     assert [i for i, _ in checkpoint.list_snapshots(snap)] == [2, 4]
+
+
+def test_cuda_rng_states_saved_with_more_devices_visible_resume_on_fewer(monkeypatch):
+    """A snapshot written while 4 GPUs were visible resumes in a job pinned to 1 (and one written with 1
+    on 2): only the devices visible now get a state back; torch.cuda.set_rng_state_all would raise."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((device, int(s[0]))))
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]
+    cpu = torch.get_rng_state()
+    for visible, want in [(1, [(0, 0)]), (2, [(0, 0)])]:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+        restored.clear()
+        checkpoint.set_rng_state({"torch_cpu": cpu, "torch_cuda": states if visible == 1 else states[:1]})
+        assert restored == want
+    checkpoint.set_rng_state({"torch_cpu": cpu, "torch_cuda": None})
+    assert torch.equal(torch.get_rng_state(), cpu)

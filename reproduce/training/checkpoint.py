@@ -170,10 +170,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore `rng_state()`."""
+    """Restore `rng_state()`. The CUDA states are one per device visible when they were saved; a resume
+    may see fewer (another CUDA_VISIBLE_DEVICES: a job pinned to one GPU, another node) or more, so
+    the first min(saved, visible) are restored. (Dropout is re-seeded per image, so no result depends
+    on which devices' states come back.)"""
     torch.set_rng_state(state["torch_cpu"])
-    if state.get("torch_cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+    cuda = state.get("torch_cuda")
+    if cuda is not None and torch.cuda.is_available():
+        for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 # ---------------------------------------------------------------------------------------------
