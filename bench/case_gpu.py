@@ -17,6 +17,10 @@ saying so. Measured, at 500 x 500 and at the typical VOC size 500 x 375 (W x H),
   iteration in steady state from its log.csv, against the pure compute time of the same steps on
   the same images already on the GPU; their ratio is the fraction of wall time the GPU is busy.
 
+The phases run in that order (kernels, the loop, then torch.compile, which takes the longest and
+matters least), and gpu.json and gpu.md are rewritten after each: a run stopped at a time limit keeps
+what it had measured (`phases_done` against `phases_planned`; gpu.md says INCOMPLETE).
+
 Weights are random-ish (bench.common.random_net; the loop: the net's own init); speed does not
 depend on their values.
 """
@@ -33,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.common import RESULTS, ROOT, inputs_for, machine, random_net, write_json
+from bench.common import RESULTS, ROOT, inputs_for, machine, random_net, write_json, write_text
 
 NET = "voc-fcn8s"
 SIZES = {"500x500": (500, 500), "500x375": (375, 500)}  # W x H label -> (H, W)
@@ -102,9 +106,9 @@ def _step_fn(net, runner, exp, xs, label) -> Callable[[], None]:
     return step
 
 
-def measure_kernels(warmup: int, runs: int, compile_: bool, *, width: float = 1.0) -> dict:
-    """Forward and training step, exact and bf16, at each size; the deterministic cost (`width`:
-    the nets' channel multiplier, 1 for the real figures)."""
+def measure_kernels(warmup: int, runs: int, *, width: float = 1.0) -> dict:
+    """Forward and training step, exact and bf16 (eager), at each size; the deterministic cost
+    (`width`: the nets' channel multiplier, 1 for the real figures)."""
     from reproduce import experiments
     from reproduce.evaluation.bf16 import bf16_mode
     from reproduce.training.train import use_exact_cuda_math
@@ -125,17 +129,6 @@ def measure_kernels(warmup: int, runs: int, compile_: bool, *, width: float = 1.
         net.train()
         rec["train_exact"] = _peak(lambda: cuda_timed(_step_fn(net, net, exp, xs, y), warmup=warmup, runs=runs))
         rec["train_bf16"] = _peak(lambda: cuda_timed(_step_fn(net, bf16, exp, xs, y), warmup=warmup, runs=runs))
-        if compile_:
-            net.eval()
-            compiled = bf16_mode(net, compile=True)
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                compiled(*xs)
-                torch.cuda.synchronize()
-                first = time.perf_counter() - t0
-                rec["forward_bf16_compile"] = _peak(lambda: cuda_timed(lambda: compiled(*xs), warmup=1, runs=runs))
-            rec["forward_bf16_compile"]["first_call_s"] = first
-            net.train()
         with torch.no_grad():
             net.eval()
             exact = net(*xs).float()
@@ -162,6 +155,28 @@ def measure_kernels(warmup: int, runs: int, compile_: bool, *, width: float = 1.
         torch.use_deterministic_algorithms(False)
     return {"sizes": out, "deterministic": {"size": "500x375", "off": off, "on": on,
                                            "slowdown": on["median_s"] / off["median_s"]}}
+
+
+def measure_compile(runs: int, *, width: float = 1.0) -> dict:
+    """size -> {"forward_bf16_compile": ...}: the bf16 mode's forward with torch.compile, its first
+    call (the compilation) timed apart. Measured last: compiling takes the longest and matters least."""
+    from reproduce.evaluation.bf16 import bf16_mode
+    dev = torch.device(DEVICE)
+    out: dict = {}
+    for label, (h, w) in SIZES.items():
+        net = random_net(NET, fast=True, width=width).to(dev).eval()
+        xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
+        compiled = bf16_mode(net, compile=True)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            compiled(*xs)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            rec = _peak(lambda: cuda_timed(lambda: compiled(*xs), warmup=1, runs=runs))
+        out[label] = {"forward_bf16_compile": {**rec, "first_call_s": first}}
+        del net, compiled
+        torch.cuda.empty_cache()
+    return out
 
 
 def measure_loop(iterations: int, display: int = 20, *, width: float = 1.0) -> dict:
@@ -231,6 +246,10 @@ def render_md(record: dict) -> str:
     for size, rec in record["sizes"].items():
         if "forward_bf16_compile" in rec:
             lines.append(f"torch.compile first call at {size}: {rec['forward_bf16_compile']['first_call_s']:.1f} s")
+    missing = [p for p in record.get("phases_planned", []) if p not in record.get("phases_done", [])]
+    if missing:
+        lines += ["", f"INCOMPLETE: the run stopped before measuring {', '.join(missing)} "
+                      f"(measured: {', '.join(record['phases_done']) or 'nothing'})"]
     d = record.get("deterministic")
     if d:
         lines += ["", f"torch.use_deterministic_algorithms(True), exact training step at {d['size']}: "
@@ -262,12 +281,28 @@ def main(argv: list[str] | None = None) -> int:
     record: dict = {"net": NET, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                     "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                     "warmup": args.warmup, "runs": args.runs, "tf32": False}
-    record.update(measure_kernels(args.warmup, args.runs, not args.no_compile))
-    record["loop"] = measure_loop(args.loop_iterations)
     record["machine"] = machine()
-    write_json(args.out, record)
-    md = args.out.with_suffix(".md")
-    md.write_text(render_md(record))
+
+    def kernels() -> None:
+        record.update(measure_kernels(args.warmup, args.runs))
+
+    def loop() -> None:
+        record["loop"] = measure_loop(args.loop_iterations)
+
+    def compiled() -> None:
+        for size, rec in measure_compile(args.runs).items():
+            record["sizes"][size].update(rec)
+
+    phases = [("kernels", kernels), ("loop", loop)] + ([] if args.no_compile else [("compile", compiled)])
+    record["phases_planned"], record["phases_done"] = [name for name, _ in phases], []
+    for name, run_phase in phases:
+        started = time.perf_counter()
+        run_phase()
+        record["phases_done"].append(name)
+        # written after every phase: a run stopped at its time limit keeps what it measured
+        write_json(args.out, record)
+        write_text(args.out.with_suffix(".md"), render_md(record))
+        print(f"bench-gpu: {name} measured in {time.perf_counter() - started:.0f} s -> {args.out}", file=sys.stderr)
     print(render_md(record))
     return 0
 

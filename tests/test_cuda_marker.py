@@ -48,3 +48,30 @@ def test_the_prepared_gpu_check_script_parses_and_refuses_without_cuda(tmp_path)
     r = subprocess.run(["bash", str(script), str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, env={**os.environ, "PY": sys.executable})
     assert r.returncode == 3 and "no Python here whose torch sees a CUDA GPU" in r.stderr
+
+
+def test_the_gpu_check_stops_a_part_at_its_limit_and_still_runs_the_next(tmp_path):
+    """With a stand-in Python that 'sees a GPU': tests that hang are interrupted at TEST_SECONDS, the
+    bench still runs and writes its record; `bench` alone runs no tests; a wrong part is a usage error."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/bash\n'
+                    'if [ "$1" = -c ]; then echo "stand-in torch"; exit 0; fi\n'
+                    'if [ "$2" = pytest ]; then echo "pytest started"; exec sleep 60; fi\n'
+                    'echo "bench ran"; echo "{}" > "$4"\n')
+    fake.chmod(0o755)
+    script = str(ROOT / "tools" / "gpu_check.sh")
+
+    def check(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PY": str(fake), **env})
+
+    out = tmp_path / "out"
+    r = check(str(out), TEST_SECONDS="1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "gpu_check: cuda tests stopped at their 1 s limit" in r.stdout and "gpu_check: bench-gpu exit 0" in r.stdout
+    assert "pytest started" in (out / "test-gpu.log").read_text() and (out / "gpu.json").read_text() == "{}\n"
+    only = tmp_path / "only"
+    r = check(str(only), "bench")
+    assert r.returncode == 0 and not (only / "test-gpu.log").exists() and (only / "gpu.json").exists()
+    r = check(str(only), "everything")
+    assert r.returncode == 2 and "usage" in r.stderr

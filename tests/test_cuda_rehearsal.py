@@ -92,7 +92,8 @@ def test_two_processes_against_iter_size_two(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# make bench-gpu (bench/case_gpu.py), end to end at 1/16 width, and fcn plan reading what it wrote
+# make bench-gpu (bench/case_gpu.py), end to end at 1/16 width, and fcn plan reading what it wrote;
+# a run stopped after its first phase leaves that phase's figures
 # ------------------------------------------------------------------------------------------------
 class HostEvent:
     """torch.cuda.Event's timing calls, on the host clock."""
@@ -121,19 +122,24 @@ def bench_gpu_on_the_cpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, stand_in)
     monkeypatch.setattr(case_gpu, "measure_kernels", functools.partial(case_gpu.measure_kernels, width=gpu.WIDTH))
     monkeypatch.setattr(case_gpu, "measure_loop", functools.partial(case_gpu.measure_loop, display=1, width=gpu.WIDTH))
+    monkeypatch.setattr(case_gpu, "measure_compile", functools.partial(case_gpu.measure_compile, width=gpu.WIDTH))
+    # torch.compile on the CPU takes minutes: the compile phase's code runs with the eager bf16 mode
+    from reproduce.evaluation import bf16
+    eager = bf16.bf16_mode
+    monkeypatch.setattr(bf16, "bf16_mode", lambda net, compile=False: eager(net, compile=False))
 
 
 def test_bench_gpu_end_to_end_and_fcn_plan_reads_its_record(tmp_path, bench_gpu_on_the_cpu, capsys):
     from reproduce.pipeline import plan as planning
 
     out = tmp_path / "gpu.json"
-    assert case_gpu.main(["--warmup", "1", "--runs", "2", "--loop-iterations", "4", "--no-compile",
-                          "--out", str(out)]) == 0
+    assert case_gpu.main(["--warmup", "1", "--runs", "2", "--loop-iterations", "4", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
-    assert set(record["sizes"]) == set(case_gpu.SIZES)
+    assert set(record["sizes"]) == set(case_gpu.SIZES) and record["phases_done"] == ["kernels", "loop", "compile"]
     for rec in record["sizes"].values():
-        for case in ("forward_exact", "forward_bf16", "train_exact", "train_bf16"):
+        for case in ("forward_exact", "forward_bf16", "train_exact", "train_bf16", "forward_bf16_compile"):
             assert len(rec[case]["event_s"]) == 2 and rec[case]["median_s"] > 0 and rec[case]["peak_gpu_mib"] == 3
+        assert rec["forward_bf16_compile"]["first_call_s"] > 0
         assert rec["train_exact"]["hours_per_100k"] == pytest.approx(rec["train_exact"]["median_s"] * 100_000 / 3600)
         assert 0 < rec["bf16_vs_exact"]["max_rel_logit_diff"] < 0.1 and rec["bf16_vs_exact"]["argmax_agreement"] > 0.5
     assert record["deterministic"]["slowdown"] > 0
@@ -141,8 +147,23 @@ def test_bench_gpu_end_to_end_and_fcn_plan_reads_its_record(tmp_path, bench_gpu_
     assert loop["window"] == [1, 3] and loop["s_per_iteration"] > 0 and 0 < loop["busy_fraction"] <= 1
     md = out.with_suffix(".md").read_text()
     assert md.startswith("# voc-fcn8s on the CPU (rehearsal)") and "| 500x375 | train exact |" in md
-    assert "the GPU is busy" in md and md in capsys.readouterr().out
+    assert "INCOMPLETE" not in md and "the GPU is busy" in md and "torch.compile first call at 500x375" in md and md in capsys.readouterr().out
     times = planning.step_times(tmp_path)
     assert "gpu.json" in times.source and "real training loop" in times.source and times.assumption is None
     assert times.train_s == pytest.approx(loop["s_per_iteration"] * 375 * 500 / loop["mean_pixels"])
     assert times.forward_s == pytest.approx(record["sizes"]["500x375"]["forward_exact"]["median_s"])
+
+
+def test_bench_gpu_stopped_after_a_phase_keeps_what_it_measured(tmp_path, bench_gpu_on_the_cpu, monkeypatch):
+    """As when the device call's time limit kills it in the loop: gpu.json holds the kernels' figures."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("the call's time limit")
+
+    monkeypatch.setattr(case_gpu, "measure_loop", killed)
+    out = tmp_path / "gpu.json"
+    with pytest.raises(KeyboardInterrupt):
+        case_gpu.main(["--warmup", "0", "--runs", "1", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["phases_done"] == ["kernels"] and "loop" not in record
+    assert record["sizes"]["500x375"]["train_exact"]["median_s"] > 0
+    assert "INCOMPLETE: the run stopped before measuring loop, compile (measured: kernels)" in out.with_suffix(".md").read_text()
