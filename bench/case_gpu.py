@@ -84,6 +84,13 @@ def _peak(fn: Callable[[], dict]) -> dict:
     return out
 
 
+def _net_and_inputs(h: int, w: int, width: float) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """voc-fcn8s (random-ish weights, `width` its channel multiplier) and one H x W input, on DEVICE."""
+    dev = torch.device(DEVICE)
+    net = random_net(NET, fast=True, width=width).to(dev)
+    return net, [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
+
+
 def _labels(size: tuple[int, int], device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(2)
     label = torch.randint(0, 21, (1, *size), generator=gen)
@@ -117,8 +124,7 @@ def measure_kernels(warmup: int, runs: int, *, width: float = 1.0) -> dict:
     dev = torch.device(DEVICE)
     out: dict = {}
     for label, (h, w) in SIZES.items():
-        net = random_net(NET, fast=True, width=width).to(dev)
-        xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
+        net, xs = _net_and_inputs(h, w, width)
         y = _labels((h, w), dev)
         bf16 = bf16_mode(net, compile=False)
         rec: dict = {}
@@ -144,8 +150,8 @@ def measure_kernels(warmup: int, runs: int, *, width: float = 1.0) -> dict:
         torch.cuda.empty_cache()
     # what deterministic algorithms cost (500 x 375, exact)
     h, w = SIZES["500x375"]
-    net = random_net(NET, fast=True, width=width).to(dev).train()
-    xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
+    net, xs = _net_and_inputs(h, w, width)
+    net.train()
     y = _labels((h, w), dev)
     off = cuda_timed(_step_fn(net, net, exp, xs, y), warmup=warmup, runs=runs)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -161,11 +167,10 @@ def measure_compile(runs: int, *, width: float = 1.0) -> dict:
     """size -> {"forward_bf16_compile": ...}: the bf16 mode's forward with torch.compile, its first
     call (the compilation) timed apart. Measured last: compiling takes the longest and matters least."""
     from reproduce.evaluation.bf16 import bf16_mode
-    dev = torch.device(DEVICE)
     out: dict = {}
     for label, (h, w) in SIZES.items():
-        net = random_net(NET, fast=True, width=width).to(dev).eval()
-        xs = [x[..., :h, :w].contiguous().to(dev) for x in inputs_for(net, max(h, w))]
+        net, xs = _net_and_inputs(h, w, width)
+        net.eval()
         compiled = bf16_mode(net, compile=True)
         with torch.no_grad():
             t0 = time.perf_counter()

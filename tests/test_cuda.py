@@ -371,10 +371,11 @@ def two_processes_equal_one_with_iter_size_two(tmp_path, backend: str) -> None:
     from test_ddp import _experiment, _losses, max_relative_difference
     from train_support import read_state, voc_samples
 
+    device = "cuda:0" if backend == "nccl" else "cpu"  # of the single process and of rank 0
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path), backend), nprocs=2, join=True)
     single = tmp_path / "single"
     train(_experiment(2), data_root=None, init=None, out_dir=single, width=WIDTH, train_dataset=voc_samples(32),
-          val_dataset=voc_samples(32), progress=False, display=1, device="cuda:0" if backend == "nccl" else "cpu")
+          val_dataset=voc_samples(32), progress=False, display=1, device=device)
     a, b = read_state(single / "final.pt"), read_state(tmp_path / "ddp" / "final.pt")
     worst = max_relative_difference(a, b)
     print(f"2 {backend} processes vs 1 process with iter_size 2: max relative weight difference {worst:.3g}",
@@ -383,4 +384,4 @@ def two_processes_equal_one_with_iter_size_two(tmp_path, backend: str) -> None:
     assert _losses(single / "log.csv") == pytest.approx(_losses(tmp_path / "ddp" / "log.csv"), rel=1e-6)
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["solver"]["world_size"] == 2
-    assert_ran_exactly_on("cuda:0" if backend == "nccl" else "cpu", run)
+    assert_ran_exactly_on(device, run)
